@@ -1,0 +1,5 @@
+import sys
+
+from edgeface.cli import main
+
+sys.exit(main())

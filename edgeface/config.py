@@ -1,0 +1,276 @@
+"""Settings: one validated, frozen model loaded from TOML with ``EDGEFACE_`` environment overrides.
+
+This is the only module that reads configuration. Environment variables use ``__`` between
+levels, e.g. ``EDGEFACE_MQTT__HOST=broker.lan`` or ``EDGEFACE_DECISION__MATCH_THRESHOLD=0.9``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edgeface.errors import ConfigError
+
+DEFAULT_STATE_DIR = Path(os.environ.get("STATE_DIRECTORY", "~/.local/share/edgeface")).expanduser()
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    id: str = Field(
+        "edgeface",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Device id used in every MQTT topic; letters, digits, '-' and '_'.",
+    )
+    name: str = Field("edgeface", min_length=1, max_length=128, description="Human-readable name (Home Assistant).")
+    state_dir: Path = Field(DEFAULT_STATE_DIR, description="Directory for the database, spool and backups.")
+
+
+class SourceConfig(_Section):
+    uri: str = Field(
+        "auto",
+        description=(
+            "'auto' (first camera, else the bundled sample replay), a V4L2 index ('0') or device path, "
+            "an rtsp:// or http:// URL, a GStreamer pipeline ending in 'appsink', a video file or an image folder."
+        ),
+    )
+    width: int | None = Field(None, ge=16, le=7680, description="Requested capture width (cameras only).")
+    height: int | None = Field(None, ge=16, le=4320, description="Requested capture height (cameras only).")
+    fps: float | None = Field(None, gt=0, le=240, description="Replay/capture rate cap; None = native rate.")
+    realtime: bool = Field(True, description="Replay files at their native rate; false = as fast as possible.")
+    loop: bool = Field(True, description="Restart a file or folder replay at its end.")
+    resize_width: int | None = Field(
+        640, ge=64, le=7680, description="Downscale frames wider than this before detection; None keeps full size."
+    )
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay after a lost source.")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Reconnect backoff ceiling.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SourceConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+
+class VisionConfig(_Section):
+    backend: Literal["litert", "mediapipe"] = Field("litert", description="Runtime for Mediapipe's face models.")
+    detector: Literal["short", "full"] = Field("short", description="BlazeFace short range (<2 m) or full range (<5 m).")
+    min_detection_score: float = Field(0.6, ge=0.05, le=1.0, description="Detector confidence threshold.")
+    max_faces: int = Field(8, ge=1, le=64, description="Faces kept per frame, largest first.")
+    embedder: str = Field("dlib_resnet_v1_int8", description="Embedder id from models/manifest.json.")
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Directory holding manifest.json and the model files.")
+    threads: int = Field(1, ge=1, le=8, description="Interpreter threads per model (1 is fastest on a Pi 4).")
+
+
+class DecisionConfig(_Section):
+    match_threshold: float | None = Field(
+        None, ge=-1, le=1, description="Cosine similarity to accept a person; None = the model's manifest default."
+    )
+    unknown_threshold: float | None = Field(
+        None, ge=-1, le=1, description="Below this a face is a stranger; between the two it is 'uncertain'."
+    )
+    margin: float = Field(0.04, ge=0, le=1, description="Required similarity lead over the second-best person.")
+    min_face_px: int = Field(48, ge=16, le=2000, description="Smallest face side (pixels) that may be decided.")
+    min_sharpness: float = Field(20.0, ge=0, description="Variance of Laplacian on the aligned chip below which a face is too blurry.")
+    max_yaw_deg: float = Field(40.0, gt=0, le=90, description="Faces turned further than this are not decided.")
+    votes: int = Field(3, ge=1, le=30, description="Embeddings fused per track before deciding.")
+    embed_interval_s: float = Field(0.15, ge=0, le=10, description="Minimum time between embeddings of one track.")
+    cooldown_s: float = Field(10.0, ge=0, le=3600, description="Per-person silence after a recognition.")
+    top_k: int = Field(3, ge=1, le=50, description="Candidates reported per match.")
+    presence_timeout_s: float = Field(30.0, gt=0, le=86400, description="Presence turns off this long after last seen.")
+    access_metadata_key: str = Field("access", description="Metadata key that must be true for 'grant'.")
+
+    @model_validator(mode="after")
+    def _threshold_order(self) -> DecisionConfig:
+        if (
+            self.match_threshold is not None
+            and self.unknown_threshold is not None
+            and self.unknown_threshold > self.match_threshold
+        ):
+            raise ValueError("unknown_threshold must be <= match_threshold")
+        return self
+
+
+class TrackerConfig(_Section):
+    iou_threshold: float = Field(0.3, ge=0, le=1, description="Minimum IoU to continue a track.")
+    max_age_s: float = Field(1.0, gt=0, le=60, description="A track unseen this long ends.")
+
+
+class DatabaseConfig(_Section):
+    path: Path | None = Field(None, description="npz database; None = <state_dir>/faces.npz.")
+    backups: int = Field(5, ge=0, le=100, description="Previous versions kept next to the database.")
+    keep_images: bool = Field(
+        False, description="Keep aligned face chips of enrolled samples (needed by 'db rebuild' after a model change)."
+    )
+    enroll_min_face_px: int = Field(80, ge=16, le=4000, description="Smallest face side accepted for enrollment.")
+    enroll_min_sharpness: float = Field(30.0, ge=0, description="Sharpness floor for enrollment.")
+    enroll_max_yaw_deg: float = Field(30.0, gt=0, le=90, description="Most turned face accepted for enrollment.")
+
+
+class UnknownsConfig(_Section):
+    ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, description="Unknown clusters and snapshots expire after this.")
+    max_clusters: int = Field(200, ge=1, le=100000, description="Spool bound; the oldest cluster is evicted.")
+    samples_per_cluster: int = Field(10, ge=1, le=100, description="Embeddings kept per unknown cluster.")
+    cluster_threshold: float | None = Field(
+        None, ge=-1, le=1, description="Similarity joining a sighting to a cluster; None = the match threshold."
+    )
+    snapshots: bool = Field(False, description="Keep a JPEG crop per unknown cluster (expires with it).")
+    publish_snapshot: bool = Field(False, description="Embed the JPEG crop (base64) in unknown events.")
+
+
+class TlsConfig(_Section):
+    ca_file: Path | None = Field(None, description="CA bundle; None = system store.")
+    cert_file: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client key for mutual TLS.")
+    insecure: bool = Field(False, description="Skip hostname verification (testing only).")
+
+
+class MqttConfig(_Section):
+    host: str | None = Field(None, description="Broker host; None = start the embedded broker on 127.0.0.1.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    embedded_port: int = Field(1883, ge=0, le=65535, description="Port of the embedded broker (0 = any free port).")
+    transport: Literal["tcp", "websockets"] = Field("tcp", description="Transport to the broker.")
+    tls: TlsConfig | None = Field(None, description="Enable TLS with these settings.")
+    username: str | None = Field(None, description="Broker username.")
+    password: SecretStr | None = Field(None, description="Broker password (prefer password_file or env).")
+    password_file: Path | None = Field(None, description="File holding the broker password; must be mode 0600.")
+    client_id: str | None = Field(None, description="MQTT client id; None = edgeface-<device id>.")
+    base_topic: str = Field("edgeface", pattern=r"^[^#+]+$", description="Prefix of every topic.")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of events and replies.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Reconnect backoff ceiling.")
+    outbox_size: int = Field(1000, ge=1, le=1_000_000, description="Events held while the broker is unreachable.")
+    discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
+    print_events: bool = Field(False, description="Also print each published event on stdout.")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set only one of password and password_file")
+        return self
+
+
+class SecurityConfig(_Section):
+    require_signature: bool = Field(False, description="Refuse commands without a valid HMAC-SHA256 signature.")
+    keys_file: Path | None = Field(None, description="JSON {key_id: secret} file, mode 0600.")
+    max_skew_s: float = Field(300.0, gt=0, le=86400, description="Oldest/newest signed timestamp accepted.")
+    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Larger commands are refused.")
+
+    @model_validator(mode="after")
+    def _keys_present(self) -> SecurityConfig:
+        if self.require_signature and self.keys_file is None and not os.environ.get("EDGEFACE_COMMAND_KEYS"):
+            raise ValueError("require_signature needs keys_file or the EDGEFACE_COMMAND_KEYS environment variable")
+        return self
+
+
+class PipelineConfig(_Section):
+    queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages; older frames are dropped.")
+    stop_timeout_s: float = Field(2.0, gt=0, le=60, description="Join timeout per thread on shutdown.")
+    heartbeat_timeout_s: float = Field(10.0, gt=0, le=600, description="A stage silent this long stops watchdog pings.")
+
+
+class ServiceConfig(_Section):
+    reload_on_change: bool = Field(True, description="Reload the database and config file when they change.")
+    status_interval_s: float = Field(10.0, gt=0, le=3600, description="Period of the metrics/status update.")
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_format: bool = Field(False, description="One JSON object per log line (journald/Loki friendly).")
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Unknown keys are errors so that typos never pass silently."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix="EDGEFACE_", env_nested_delimiter="__", nested_model_default_partial_update=True
+    )
+
+    device: DeviceConfig = DeviceConfig()
+    source: SourceConfig = SourceConfig()
+    vision: VisionConfig = VisionConfig()
+    decision: DecisionConfig = DecisionConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    unknowns: UnknownsConfig = UnknownsConfig()
+    mqtt: MqttConfig = MqttConfig()
+    security: SecurityConfig = SecurityConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    service: ServiceConfig = ServiceConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init kwargs) so a unit's Environment= can override it.
+        return (env_settings, init_settings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.database.path or self.device.state_dir / "faces.npz"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.device.state_dir / "unknowns"
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line per problem: ``origin: key.path: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "<root>"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"{origin}: {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file into a dict, with a ConfigError naming the file and line on failure."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc.strerror}") from exc
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from an optional TOML file, the environment and keyword overrides (tests)."""
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path) if path else "settings")) from exc
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """Read a secret from a file that only its owner may read (mode 0600 or stricter)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path} cannot be read: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what} file {path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    return path.read_text(encoding="utf-8").strip()

@@ -1,0 +1,85 @@
+"""Watch the database and config files and call back when one of them changes on disk.
+
+Editors and our own atomic writes replace files (write temp, rename), so the parent directory is
+watched and events are matched by file name; bursts of events are coalesced with a short debounce.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+_LOGGER = logging.getLogger(__name__)
+
+# One save produces several events (create temp, modify, move); 0.3 s joins them into one reload
+# while still reacting well within a second.
+DEBOUNCE_S = 0.3
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: FileWatcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            path = raw.decode() if isinstance(raw, bytes) else raw
+            if path:
+                self._watcher.touched(Path(path))
+
+
+class FileWatcher:
+    """Calls ``callback(path)`` from a timer thread, once per burst of changes to a watched file."""
+
+    def __init__(self, files: dict[Path, Callable[[Path], None]]) -> None:
+        self._files = {p.resolve(): cb for p, cb in files.items()}
+        self._observer = Observer()
+        self._lock = threading.Lock()
+        self._timers: dict[Path, threading.Timer] = {}
+        self._stopped = False
+        for directory in {p.parent for p in self._files}:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._observer.schedule(_Handler(self), str(directory), recursive=False)
+
+    def touched(self, path: Path) -> None:
+        resolved = path.resolve()
+        if resolved not in self._files:
+            return
+        with self._lock:
+            if self._stopped:
+                return
+            old = self._timers.get(resolved)
+            if old is not None:
+                old.cancel()
+            timer = threading.Timer(DEBOUNCE_S, self._fire, args=(resolved,))
+            timer.name = f"reload:{resolved.name}"
+            self._timers[resolved] = timer
+            timer.start()
+
+    def _fire(self, path: Path) -> None:
+        with self._lock:
+            self._timers.pop(path, None)
+        try:
+            self._files[path](path)
+        except Exception:
+            _LOGGER.exception("reload of %s failed; keeping the previous state", path)
+
+    def start(self) -> None:
+        self._observer.name = "reload:observer"
+        self._observer.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            timers = list(self._timers.values())
+            self._timers.clear()
+        for timer in timers:
+            timer.cancel()
+        self._observer.stop()
+        self._observer.join(timeout=5)
+        for timer in timers:
+            timer.join(timeout=5)

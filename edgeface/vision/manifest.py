@@ -1,0 +1,127 @@
+"""models/manifest.json: what each model file is, how to feed it, and how to check it is intact.
+
+A user's own model (e.g. a MobileFaceNet or ArcFace TFLite) plugs in by adding an entry here; the
+runtime reads input size, normalisation, alignment template and output size from the entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeface.data import FloatArray
+from edgeface.errors import ModelError
+
+MANIFEST_NAME = "manifest.json"
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Entry):
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    channels: Literal[1, 3] = 3
+    color: Literal["rgb", "bgr", "gray"] = "rgb"
+    dtype: Literal["float32", "uint8", "int8"] = "float32"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+
+
+class AlignmentSpec(_Entry):
+    size: int = Field(ge=16)
+    # Five reference points in chip pixels, order: image-right eye outer corner, image-right eye
+    # inner corner, image-left eye outer corner, image-left eye inner corner, base of the nose.
+    template: tuple[tuple[float, float], ...] = Field(min_length=5, max_length=5)
+
+
+class OutputSpec(_Entry):
+    size: int = Field(ge=1)
+    normalise: bool = True
+
+
+class SourceSpec(_Entry):
+    package: str
+    version: str
+    file: str
+
+
+class ModelSpec(_Entry):
+    id: str
+    role: Literal["detector", "landmarker", "embedder"]
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=1)
+    input: InputSpec
+    alignment: AlignmentSpec | None = None
+    output: OutputSpec | None = None
+    metric: Literal["cosine"] | None = None
+    default_threshold: float | None = Field(None, ge=-1, le=1)
+    quantization: str | None = None
+    licence: str
+    source: SourceSpec | None = None
+    build: str | None = None
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _embedder_fields(self) -> ModelSpec:
+        if self.role == "embedder" and (self.alignment is None or self.output is None or self.default_threshold is None):
+            raise ValueError(f"embedder {self.id} needs alignment, output and default_threshold")
+        return self
+
+    @cached_property
+    def template(self) -> FloatArray:
+        """The alignment template as a (5, 2) float32 array (embedders only)."""
+        if self.alignment is None:
+            raise ModelError(f"model {self.id} has no alignment template")
+        return np.asarray(self.alignment.template, dtype=np.float32)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = Field(alias="schema")
+    models: tuple[ModelSpec, ...]
+
+    def get(self, model_id: str) -> ModelSpec:
+        """The entry with this id, or a ModelError listing the ids there are."""
+        for spec in self.models:
+            if spec.id == model_id:
+                return spec
+        known = ", ".join(s.id for s in self.models)
+        raise ModelError(f"no model {model_id!r} in the manifest (known: {known})")
+
+
+def load_manifest(models_dir: Path) -> Manifest:
+    """Parse and validate ``models_dir/manifest.json``."""
+    path = models_dir / MANIFEST_NAME
+    try:
+        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise ModelError(f"model manifest {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"model manifest {path} is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        raise ModelError(f"model manifest {path} is invalid: {exc}") from exc
+
+
+def model_path(models_dir: Path, spec: ModelSpec, *, verify: bool = True) -> Path:
+    """Path of the model file, checked against the manifest's size and sha256 when ``verify``."""
+    path = models_dir / spec.file
+    if not path.is_file():
+        raise ModelError(f"model file {path} ({spec.id}) is missing; reinstall or run scripts/build_models.py")
+    if verify:
+        data = path.read_bytes()
+        if len(data) != spec.bytes:
+            raise ModelError(f"model file {path}: {len(data)} bytes, manifest says {spec.bytes} (truncated or replaced?)")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != spec.sha256:
+            raise ModelError(f"model file {path}: sha256 {digest} does not match the manifest's {spec.sha256}")
+    return path
