@@ -1,0 +1,42 @@
+"""``edgeface run``: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgeface.config import load_settings
+from edgeface.logs import setup_logging
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("run", help="run the recognition daemon (Ctrl-C / SIGTERM stops it)")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: embedded defaults + EDGEFACE_ env)")
+    parser.add_argument("--source", help="override source.uri (camera index, device, URL, pipeline, file or folder)")
+    parser.add_argument("--quiet", action="store_true", help="do not print published events on stdout")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgeface.service.daemon import Daemon
+
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.source:
+        overrides["source"] = {"uri": args.source}
+    if not args.quiet:
+        overrides["mqtt"] = {"print_events": True}
+    settings = load_settings(args.config, **overrides)
+    if not args.verbose:
+        setup_logging(settings.logging.level, json_format=settings.logging.json_format)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        # Only flag the stop: teardown runs in the main thread, in order.
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return Daemon(settings, config_path=args.config, stop=stop).run()
