@@ -63,7 +63,9 @@ class SourceConfig(_Section):
 
 class VisionConfig(_Section):
     backend: Literal["litert", "mediapipe"] = Field("litert", description="Runtime for Mediapipe's face models.")
-    detector: Literal["short", "full"] = Field("short", description="BlazeFace short range (<2 m) or full range (<5 m).")
+    detector: Literal["short", "full"] = Field(
+        "short", description="BlazeFace short range (<2 m) or full range (<5 m)."
+    )
     min_detection_score: float = Field(0.6, ge=0.05, le=1.0, description="Detector confidence threshold.")
     max_faces: int = Field(8, ge=1, le=64, description="Faces kept per frame, largest first.")
     embedder: str = Field("dlib_resnet_v1_int8", description="Embedder id from models/manifest.json.")
@@ -80,7 +82,9 @@ class DecisionConfig(_Section):
     )
     margin: float = Field(0.04, ge=0, le=1, description="Required similarity lead over the second-best person.")
     min_face_px: int = Field(48, ge=16, le=2000, description="Smallest face side (pixels) that may be decided.")
-    min_sharpness: float = Field(20.0, ge=0, description="Variance of Laplacian on the aligned chip below which a face is too blurry.")
+    min_sharpness: float = Field(
+        20.0, ge=0, description="Variance of Laplacian on the aligned chip below which a face is too blurry."
+    )
     max_yaw_deg: float = Field(40.0, gt=0, le=90, description="Faces turned further than this are not decided.")
     votes: int = Field(3, ge=1, le=30, description="Embeddings fused per track before deciding.")
     embed_interval_s: float = Field(0.15, ge=0, le=10, description="Minimum time between embeddings of one track.")
@@ -164,7 +168,9 @@ class SecurityConfig(_Section):
     require_signature: bool = Field(False, description="Refuse commands without a valid HMAC-SHA256 signature.")
     keys_file: Path | None = Field(None, description="JSON {key_id: secret} file, mode 0600.")
     max_skew_s: float = Field(300.0, gt=0, le=86400, description="Oldest/newest signed timestamp accepted.")
-    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Larger commands are refused.")
+    max_payload_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Larger commands are refused."
+    )
 
     @model_validator(mode="after")
     def _keys_present(self) -> SecurityConfig:
@@ -193,7 +199,11 @@ class Settings(BaseSettings):
     """The whole configuration. Unknown keys are errors so that typos never pass silently."""
 
     model_config = SettingsConfigDict(
-        extra="forbid", frozen=True, env_prefix="EDGEFACE_", env_nested_delimiter="__", nested_model_default_partial_update=True
+        extra="forbid",
+        frozen=True,
+        env_prefix="EDGEFACE_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
     )
 
     device: DeviceConfig = DeviceConfig()

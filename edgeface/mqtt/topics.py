@@ -9,7 +9,8 @@ Layout under ``<base>/<device_id>/``:
 * ``presence/<person_id>``    retained ``on`` / ``off``
 * ``cmd/<verb>``              commands in (JSON)
 * ``reply/<request_id>``      replies out when the command gave no MQTT v5 response topic
-* ``sync/enrollments``        retained fleet enrollment log (see docs/fleet.md)
+
+and, for Home Assistant, ``<discovery_prefix>/<component>/<device_id>/<object_id>/config``.
 """
 
 from __future__ import annotations
@@ -59,10 +60,14 @@ class Topics:
     def reply_filter(self) -> str:
         return f"{self.root}/reply/+"
 
+    def discovery(self, prefix: str, component: str, object_id: str) -> str:
+        """Home Assistant discovery config topic of one entity of this device (node id = device id)."""
+        return f"{prefix}/{component}/{self.device_id}/{object_id}/config"
+
     def verb_of(self, topic: str) -> str | None:
         """The verb of a command topic, or None if ``topic`` is not one of ours."""
         prefix = f"{self.root}/cmd/"
         if not topic.startswith(prefix):
             return None
-        verb = topic[len(prefix):]
+        verb = topic[len(prefix) :]
         return verb if verb and "/" not in verb else None

@@ -72,7 +72,9 @@ class ModelSpec(_Entry):
 
     @model_validator(mode="after")
     def _embedder_fields(self) -> ModelSpec:
-        if self.role == "embedder" and (self.alignment is None or self.output is None or self.default_threshold is None):
+        if self.role == "embedder" and (
+            self.alignment is None or self.output is None or self.default_threshold is None
+        ):
             raise ValueError(f"embedder {self.id} needs alignment, output and default_threshold")
         return self
 
@@ -120,7 +122,9 @@ def model_path(models_dir: Path, spec: ModelSpec, *, verify: bool = True) -> Pat
     if verify:
         data = path.read_bytes()
         if len(data) != spec.bytes:
-            raise ModelError(f"model file {path}: {len(data)} bytes, manifest says {spec.bytes} (truncated or replaced?)")
+            raise ModelError(
+                f"model file {path}: {len(data)} bytes, manifest says {spec.bytes} (truncated or replaced?)"
+            )
         digest = hashlib.sha256(data).hexdigest()
         if digest != spec.sha256:
             raise ModelError(f"model file {path}: sha256 {digest} does not match the manifest's {spec.sha256}")
