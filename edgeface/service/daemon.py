@@ -25,7 +25,7 @@ from edgeface.config import Settings, load_settings
 from edgeface.data import Decision
 from edgeface.errors import EdgefaceError
 from edgeface.matching.db import FaceDatabase
-from edgeface.matching.enroll import Enroller, EnrollmentGate
+from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt import events
 from edgeface.mqtt.broker import EmbeddedBroker
@@ -122,7 +122,12 @@ class Daemon:
             model_id=embedder.model_id,
         )
         stack.callback(spool.flush)
-        enroller = Enroller(db, analyzer, EnrollmentGate.from_config(s.database), duplicate_threshold=match_threshold)
+        # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range
+        # detector so a second, smaller face in a photo is seen and refused.
+        enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(s.vision))
+        stack.callback(enroll_analyzer.close)
+        gate = EnrollmentGate.from_config(s.database)
+        enroller = Enroller(db, enroll_analyzer, gate, duplicate_threshold=match_threshold)
 
         host, port = s.mqtt.host, s.mqtt.port
         if host is None:
