@@ -55,6 +55,14 @@ def _complete(directory: Path) -> bool:
     return all((directory / name).is_file() and _sha256(directory / name) == digest for name, digest in SAMPLES.items())
 
 
+def cached_samples(directory: Path | None = None) -> Path:
+    """The sample directory if it is complete, else a SampleError saying how to fetch it (no download)."""
+    target = directory or default_cache_dir()
+    if not _complete(target):
+        raise SampleError(f"no sample photos in {target}; fetch them once with scripts/setup.sh")
+    return target
+
+
 def ensure_samples(directory: Path | None = None) -> Path:
     """Return a directory holding every sample photo, fetching and verifying them if needed."""
     target = directory or default_cache_dir()

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from edgeface.data import ImageArray
 from edgeface.errors import SourceError
-from edgeface.samples import ensure_samples
+from edgeface.samples import SampleError, cached_samples
 from edgeface.sources.folder import FolderSource
 from edgeface.sources.opencv import OpenCVSource
 from edgeface.sources.uri import (
@@ -125,6 +125,10 @@ def resolve_auto(
         if frame is not None:
             _LOGGER.info("auto source: using camera %s", device)
             return camera
-    folder = ensure_samples()
+    # The daemon never downloads at run time: setup fetched the samples (or the user gives a source).
+    try:
+        folder = cached_samples()
+    except SampleError as exc:
+        raise SourceError(f"source auto: no camera found and {exc}") from exc
     _LOGGER.info("auto source: no working camera, replaying the sample photos in %s", folder)
     return FolderSource(folder, hold_s=hold_s)
