@@ -44,7 +44,8 @@ class TFLiteModel:
         inp = self._interp.get_input_details()[0]
         self._input_index = int(inp["index"])
         self.input_dtype = np.dtype(inp["dtype"])
-        self.input_quant: tuple[float, int] = tuple(inp.get("quantization", (0.0, 0)))  # type: ignore[assignment]
+        scale, zero = inp.get("quantization", (0.0, 0))
+        self.input_quant: tuple[float, int] = (float(scale), int(zero))
         shape = tuple(int(v) for v in inp["shape"])
         expected = (spec.input.height, spec.input.width, spec.input.channels)
         if len(shape) != 4 or shape[1:] != expected:
@@ -76,6 +77,7 @@ class TFLiteModel:
     def dequantize(self, values: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[np.float32]:
         """Float values of a (possibly quantized) output tensor."""
         scale, zero = detail.get("quantization", (0.0, 0))
+        out: npt.NDArray[np.float32] = values.astype(np.float32)
         if scale:
-            return (values.astype(np.float32) - zero) * np.float32(scale)
-        return values.astype(np.float32)
+            out = (out - np.float32(zero)) * np.float32(scale)
+        return out

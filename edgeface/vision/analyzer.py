@@ -1,0 +1,125 @@
+"""The whole vision chain behind one object: detect -> landmarks -> align -> quality -> embed.
+
+Still images (enrollment, eval, bench) call :meth:`FaceAnalyzer.analyze`. The live pipeline calls
+the steps separately, because it runs them at different rates: :meth:`~FaceAnalyzer.locate` on every
+frame (tracking and blink liveness need boxes and landmarks each time), :meth:`~FaceAnalyzer.align`
+only for the faces it wants to describe (and can gate on their quality before paying for an
+embedding), then :meth:`~FaceAnalyzer.embed` on those chips in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import TracebackType
+
+from edgeface.config import VisionConfig
+from edgeface.data import Embedding, Face, ImageArray, Quality
+from edgeface.vision.align import Aligner
+from edgeface.vision.detect import Detector, create_detector
+from edgeface.vision.embed import Embedder
+from edgeface.vision.imageio import ensure_bgr
+from edgeface.vision.landmarks import Landmarker, create_landmarker, five_points
+from edgeface.vision.quality import measure
+
+
+@dataclass(frozen=True, slots=True)
+class AlignedFace:
+    """A face with landmarks, its aligned chip (BGR, the embedder's size) and its quality."""
+
+    face: Face
+    chip: ImageArray
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzedFace:
+    """A face found in a still image, with its chip and embedding (quality is ``embedding.quality``)."""
+
+    face: Face
+    chip: ImageArray
+    embedding: Embedding
+
+
+def _area(face: Face) -> float:
+    return face.detection.bbox.width * face.detection.bbox.height
+
+
+class FaceAnalyzer:
+    """Owns one detector, landmarker, aligner and embedder; not thread-safe (one per stage thread)."""
+
+    def __init__(self, detector: Detector, landmarker: Landmarker, aligner: Aligner, embedder: Embedder) -> None:
+        if aligner.size != embedder.chip_size:
+            raise ValueError(
+                f"aligner makes {aligner.size}px chips, embedder {embedder.model_id} wants {embedder.chip_size}px"
+            )
+        self.detector = detector
+        self.landmarker = landmarker
+        self.aligner = aligner
+        self.embedder = embedder
+
+    @classmethod
+    def from_config(cls, vision: VisionConfig) -> FaceAnalyzer:
+        """Build every stage from the vision settings; whatever was built is closed if a later stage fails."""
+        with ExitStack() as stack:
+            embedder = Embedder(vision.models_dir, vision.embedder, vision.threads)
+            detector = create_detector(
+                vision.backend,
+                vision.detector,
+                vision.models_dir,
+                vision.min_detection_score,
+                vision.max_faces,
+                vision.threads,
+            )
+            stack.callback(detector.close)
+            landmarker = create_landmarker(vision.backend, vision.models_dir, vision.threads)
+            stack.callback(landmarker.close)
+            analyzer = cls(detector, landmarker, Aligner(embedder.template, embedder.chip_size), embedder)
+            stack.pop_all()  # success: the analyzer owns them now
+        return analyzer
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def locate(self, image_bgr: ImageArray) -> list[Face]:
+        """Detections with their landmarks (``None`` where FaceMesh rejected the crop), best score first."""
+        image = ensure_bgr(image_bgr)
+        return [Face(d, self.landmarker.landmarks(image, d)) for d in self.detector.detect(image)]
+
+    def align(self, image_bgr: ImageArray, faces: Sequence[Face]) -> list[AlignedFace]:
+        """Chip and quality of each face that has landmarks, in input order; the others are skipped."""
+        image = ensure_bgr(image_bgr)
+        out = []
+        for face in faces:
+            if face.landmarks is None:
+                continue
+            chip = self.aligner.align(image, five_points(face.landmarks))
+            out.append(AlignedFace(face, chip, measure(face.detection, face.landmarks, chip)))
+        return out
+
+    def embed(self, aligned: Sequence[AlignedFace]) -> list[Embedding]:
+        """One embedding per aligned face, computed in one batch, in input order."""
+        vectors = self.embedder.embed([a.chip for a in aligned])
+        model_id = self.embedder.model_id
+        return [Embedding(v, model_id, a.quality) for v, a in zip(vectors, aligned, strict=True)]
+
+    def analyze(self, image_bgr: ImageArray) -> list[AnalyzedFace]:
+        """Every face of a still image with landmarks, largest first, with chip and embedding."""
+        aligned = sorted(self.align(image_bgr, self.locate(image_bgr)), key=lambda a: -_area(a.face))
+        return [AnalyzedFace(a.face, a.chip, e) for a, e in zip(aligned, self.embed(aligned), strict=True)]
+
+    def close(self) -> None:
+        """Release the detector's and landmarker's native resources (Mediapipe graphs)."""
+        self.landmarker.close()
+        self.detector.close()
+        self.embedder.close()
+
+    def __enter__(self) -> FaceAnalyzer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

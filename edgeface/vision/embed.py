@@ -1,0 +1,151 @@
+"""Face embeddings: an aligned chip in, an L2-normalised descriptor out, on LiteRT.
+
+Everything model-specific comes from the manifest entry (input size, colour order, normalisation,
+dtype and quantisation, alignment template, output size, default threshold), so a user's own
+embedder plugs in by adding an entry; nothing here knows about dlib.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edgeface.data import FloatArray, ImageArray
+from edgeface.errors import ImageError, ModelError
+from edgeface.vision.manifest import ModelSpec, load_manifest
+from edgeface.vision.runtime import TFLiteModel
+
+_LOGGER = logging.getLogger(__name__)
+
+# Largest batch per interpreter call. Bigger batches save little once XNNPACK is busy and cost
+# memory on a Pi; a frame rarely holds more faces than this.
+MAX_BATCH = 8
+# Norms below this are a dead output (all zeros), not a face; normalising it would amplify noise.
+MIN_NORM = 1e-6
+
+
+class Embedder:
+    """One embedding model from the manifest, ready to describe chips of ``chip_size``²."""
+
+    def __init__(self, models_dir: Path, model_id: str, threads: int = 1) -> None:
+        spec: ModelSpec = load_manifest(models_dir).get(model_id)
+        if spec.role != "embedder" or spec.alignment is None or spec.output is None or spec.default_threshold is None:
+            raise ModelError(f"model {model_id!r} in {models_dir} is a {spec.role}, not an embedder")
+        path = models_dir / spec.file
+        self._model = TFLiteModel(models_dir, spec, threads)
+        if self._model.input_dtype != np.dtype(spec.input.dtype):
+            raise ModelError(
+                f"model file {path} ({model_id}): input dtype {self._model.input_dtype}, "
+                f"manifest says {spec.input.dtype}"
+            )
+        outputs = self._model.output_details
+        shape = tuple(int(v) for v in outputs[0]["shape"]) if len(outputs) == 1 else None
+        if shape is None or len(shape) != 2 or shape[1] != spec.output.size:
+            shapes = [tuple(int(v) for v in d["shape"]) for d in outputs]
+            raise ModelError(
+                f"model file {path} ({model_id}): outputs {shapes}, manifest says one (N, {spec.output.size})"
+            )
+        self._spec = spec
+        self._path = path
+        self._template = np.asarray(spec.alignment.template, dtype=np.float32)
+        self._mean = np.asarray(spec.input.mean, dtype=np.float32)[: spec.input.channels]
+        self._scale = np.float32(spec.input.scale)
+        self._quant = self._model.input_quant
+        self._batchable = self._probe_batching()
+
+    def _probe_batching(self) -> bool:
+        # A model whose graph hard-codes batch 1 (a Reshape to [1, ...]) fails to resize or returns
+        # the wrong shape; it is then fed one chip at a time instead.
+        if self._model.batch != 1:
+            return False
+        try:
+            self._model.resize_batch(2)
+            out = self._model.run(np.zeros((2, *self._input_shape), dtype=self._model.input_dtype))
+            ok = out[0].shape == (2, self.dim)
+        except (RuntimeError, ValueError) as exc:
+            _LOGGER.debug("%s does not take batches (%s); embedding one chip at a time", self.model_id, exc)
+            ok = False
+        self._model.resize_batch(1)
+        return ok
+
+    @property
+    def _input_shape(self) -> tuple[int, int, int]:
+        spec = self._spec.input
+        return spec.height, spec.width, spec.channels
+
+    @property
+    def model_id(self) -> str:
+        return self._spec.id
+
+    @property
+    def dim(self) -> int:
+        assert self._spec.output is not None
+        return self._spec.output.size
+
+    @property
+    def default_threshold(self) -> float:
+        """The manifest's cosine similarity at which two faces count as the same person."""
+        assert self._spec.default_threshold is not None
+        return float(self._spec.default_threshold)
+
+    @property
+    def template(self) -> FloatArray:
+        """(5, 2) alignment template in chip pixels, for :class:`edgeface.vision.align.Aligner`."""
+        return self._template.copy()
+
+    @property
+    def chip_size(self) -> int:
+        assert self._spec.alignment is not None
+        return self._spec.alignment.size
+
+    def _prepare(self, chips: Sequence[ImageArray]) -> npt.NDArray[Any]:
+        spec = self._spec.input
+        batch = np.empty((len(chips), spec.height, spec.width, spec.channels), dtype=np.float32)
+        for i, chip in enumerate(chips):
+            if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3 or chip.shape[0] != chip.shape[1]:
+                raise ImageError(f"chip {i}: expected a square BGR uint8 chip, got shape {chip.shape} {chip.dtype}")
+            image: npt.NDArray[Any] = chip
+            if image.shape[:2] != (spec.height, spec.width):
+                image = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+            if spec.color == "rgb":
+                image = image[..., ::-1]
+            elif spec.color == "gray":
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[..., None]
+            batch[i] = image
+        batch = (batch - self._mean) * self._scale
+        dtype = self._model.input_dtype
+        if dtype == np.float32:
+            return batch
+        scale, zero = self._quant
+        # Integer input: quantise with the tensor's own parameters (none: take the values as they are).
+        quantized = np.round(batch / np.float32(scale)) + zero if scale else np.round(batch)
+        limits = np.iinfo(dtype)
+        return np.asarray(np.clip(quantized, limits.min, limits.max), dtype=dtype)
+
+    def embed(self, chips: Sequence[ImageArray]) -> FloatArray:
+        """(N, dim) L2-normalised float32 descriptors of N aligned BGR chips (N may be 0)."""
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = self._prepare(chips)
+        step = MAX_BATCH if self._batchable else 1
+        parts: list[FloatArray] = []
+        detail = self._model.output_details[0]
+        for start in range(0, len(x), step):
+            part = x[start : start + step]
+            self._model.resize_batch(len(part))
+            raw = self._model.run(part)[0]
+            parts.append(self._model.dequantize(raw, detail).reshape(len(part), self.dim))
+        vectors = np.concatenate(parts, axis=0)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if (norms < MIN_NORM).any():
+            raise ModelError(f"model {self.model_id} ({self._path}) returned an all-zero descriptor")
+        return np.asarray(vectors / norms, dtype=np.float32)
+
+    def close(self) -> None:
+        """Nothing to release: the interpreter is freed with the object."""

@@ -1,0 +1,1 @@
+"""Vision tests; a package so that its conftest and helpers do not collide with tests/conftest.py."""
