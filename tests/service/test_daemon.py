@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, Broker, MqttProbe
 
 from edgeface.config import DatabaseConfig, Settings, VisionConfig, load_settings
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.service.daemon import Daemon
 from edgeface.vision.analyzer import FaceAnalyzer
+from tests.conftest import REPO, Broker, MqttProbe
 
 pytestmark = pytest.mark.slow
 
