@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import shutil
 import socket
@@ -95,6 +96,9 @@ class Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error"]
+        if os.geteuid() == 0:
+            # As root mosquitto drops to user "mosquitto", who cannot read a password file in our tmp dir.
+            lines.append("user root")
         if self.password_file is None:
             lines.append("allow_anonymous true")
         else:

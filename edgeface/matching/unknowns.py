@@ -72,7 +72,7 @@ class UnknownCluster:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "unknown_id": self.id,
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
             "expires": _iso(self.expires),

@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paho.mqtt.enums import MQTTProtocolVersion
+
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
 from edgeface.data import Decision
-from edgeface.errors import EdgefaceError
+from edgeface.errors import BrokerError, EdgefaceError
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt import events
+from edgeface.mqtt.broker import PROTOCOL as EMBEDDED_PROTOCOL
 from edgeface.mqtt.broker import EmbeddedBroker
 from edgeface.mqtt.commands import CommandDispatcher
 from edgeface.mqtt.discovery import Discovery, DiscoveryBuilder
@@ -129,12 +132,12 @@ class Daemon:
         gate = EnrollmentGate.from_config(s.database)
         enroller = Enroller(db, enroll_analyzer, gate, duplicate_threshold=match_threshold)
 
-        host, port = s.mqtt.host, s.mqtt.port
+        host, port, protocol = s.mqtt.host, s.mqtt.port, MQTTProtocolVersion.MQTTv5
         if host is None:
-            broker = EmbeddedBroker("127.0.0.1", s.mqtt.embedded_port)
-            broker.start()
+            broker = self._embedded_broker(s.mqtt.embedded_port)
             stack.callback(broker.stop)
-            host, port = "127.0.0.1", broker.port
+            # amqtt speaks 3.1.1 only; command replies then go to reply/<request_id>.
+            host, port, protocol = "127.0.0.1", broker.port, EMBEDDED_PROTOCOL
             _LOGGER.info("no broker configured: embedded MQTT broker on %s:%d", host, port)
 
         source_state: dict[str, Any] = {"uri": source.name, "state": "starting", "detail": ""}
@@ -162,7 +165,9 @@ class Daemon:
         def on_command(verb: str, payload: bytes, properties: Any) -> None:
             dispatcher_box[0].submit(verb, payload, properties)
 
-        link = MqttLink(s.mqtt, topics, s.device.name, on_command, link_stop, host=host, port=port)
+        link = MqttLink(
+            s.mqtt, topics, s.device.name, on_command, link_stop, host=host, port=port, protocol=protocol
+        )
         stack.callback(link.stop)
         dispatcher = CommandDispatcher(device, link, topics, s.security, link_stop, verifier=verifier)
         dispatcher_box.append(dispatcher)
@@ -223,6 +228,20 @@ class Daemon:
             watcher.start()
             stack.callback(watcher.stop)
         return running
+
+    @staticmethod
+    def _embedded_broker(port: int) -> EmbeddedBroker:
+        broker = EmbeddedBroker("127.0.0.1", port)
+        try:
+            broker.start()
+        except BrokerError as exc:
+            if port == 0:
+                raise
+            # Typically a system Mosquitto already owns 1883: the demo still runs, on a free port.
+            _LOGGER.warning("%s; starting the embedded broker on a free port instead", exc)
+            broker = EmbeddedBroker("127.0.0.1", 0)
+            broker.start()
+        return broker
 
     def _stop_pipeline(self, pipeline: Pipeline) -> None:
         pipeline.stop()
