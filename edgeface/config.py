@@ -104,6 +104,43 @@ class DecisionConfig(_Section):
         return self
 
 
+class LivenessConfig(_Section):
+    mode: Literal["off", "blink", "motion", "any", "all"] = Field(
+        "off",
+        description=(
+            "Liveness checks a grant needs: 'blink' (an eye blink), 'motion' (head moves in 3-D, unlike a photo), "
+            "'any' (either), 'all' (both); 'off' grants without liveness."
+        ),
+    )
+    window_s: float = Field(
+        3.0,
+        ge=0.5,
+        le=10.0,
+        description=(
+            "Seconds of a track within which liveness must show; a recognised face showing none by then is "
+            "reported with reason 'liveness_failed' and no grant."
+        ),
+    )
+    blink_close_ratio: float = Field(
+        0.7, gt=0.1, lt=0.9, description="Eye aspect ratio, as a fraction of the open-eye value, that counts as shut."
+    )
+    blink_max_s: float = Field(
+        0.5, ge=0.1, le=2.0, description="Longest open-shut-open sequence taken for a blink (seconds)."
+    )
+    motion_threshold: float = Field(
+        0.035,
+        gt=0.0,
+        le=1.0,
+        description="Non-planar landmark motion (RMS, in eye distances) from which a face is a 3-D head, not a photo.",
+    )
+
+    @model_validator(mode="after")
+    def _blink_fits_window(self) -> LivenessConfig:
+        if self.blink_max_s > self.window_s:
+            raise ValueError("blink_max_s must be <= window_s")
+        return self
+
+
 class TrackerConfig(_Section):
     iou_threshold: float = Field(0.3, ge=0, le=1, description="Minimum IoU to continue a track.")
     max_age_s: float = Field(1.0, gt=0, le=60, description="A track unseen this long ends.")
@@ -210,6 +247,7 @@ class Settings(BaseSettings):
     source: SourceConfig = SourceConfig()
     vision: VisionConfig = VisionConfig()
     decision: DecisionConfig = DecisionConfig()
+    liveness: LivenessConfig = LivenessConfig()
     tracker: TrackerConfig = TrackerConfig()
     database: DatabaseConfig = DatabaseConfig()
     unknowns: UnknownsConfig = UnknownsConfig()

@@ -1,24 +1,37 @@
-"""Per-track decisions: quality gates, vote collection, fusion, thresholds, cooldown and presence.
+"""Per-track decisions: quality gates, vote collection, fusion, thresholds, liveness, cooldown and presence.
 
 Pure logic -- time comes in as ``now`` (the frame clock) and the database is reached through a
-``Lookup`` callable -- so every rule here is tested with hand-built ``Match`` values. A lock makes the
-public methods safe to call from the embed stage (``claim_embedding``), the decide stage and the
-command handler (``track_samples``); nothing here sleeps or does I/O beyond what ``spool`` does.
+``Lookup`` -- so every rule here is tested with hand-built ``Match`` values. A lock makes the public
+methods safe to call from the embed stage (``claim_embedding``), the decide stage and the command
+handler (``track_samples``); nothing here sleeps or does I/O beyond what ``spool`` does.
 
 Life of a track: the embed stage claims an embedding at most every ``embed_interval_s``; a face
 failing a gate is not embedded. Once ``votes`` embeddings are in, they are fused (quality-weighted
-mean) and matched once. ``known`` and ``unknown`` are final for the track; ``uncertain`` keeps the
-window sliding and the track is decided again, published only if it becomes ``known`` (or, after a
-gate-only ``uncertain`` where no identity was ever evaluated, on its first real evaluation).
+mean) and matched, and again on every later embedding while the track is not *settled*:
+
+- ``known`` and live (or liveness off) settles the track: published once, presence on.
+- ``known`` while the liveness policy has too little evidence is not published yet: the track keeps
+  being evaluated until the policy says live or not (within its window).
+- ``known`` but not live is published once with reason ``liveness_failed`` -- the person named,
+  ``grant`` false -- and the track keeps being evaluated, so a live person who stood still and then
+  blinks is still let in.
+- ``unknown`` settles the track; ``uncertain`` keeps the window sliding, for good (a later
+  ``unknown`` does not settle it: the person may still turn to the camera). Only a track's first
+  evaluation is published as unknown/uncertain (or its first real one after a gate-only
+  ``uncertain``); later ones are published only when they name a person (or change the grant).
+
+A settled track is evaluated again when the database generation changes (an enrollment, a confirm,
+a reject or a deletion), on its next embedding: a stranger enrolled by ``enroll {track_id}`` while
+still at the door is recognised on the same track within one embedding interval, and a person deleted
+or rejected stops counting as present. Comparing the generation costs one integer read per claim.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,22 +53,13 @@ from edgeface.data import (
     Reason,
     Status,
 )
-from edgeface.liveness.policy import LivenessPolicy, NoLiveness, TrackObservation
+from edgeface.liveness.policy import LivenessPolicy, NoLiveness
+from edgeface.liveness.track import TrackLiveness
+from edgeface.pipeline.rules import Thresholds, classify, fuse, gate, sample_weight
 from edgeface.pipeline.tracker import Track
 
 _LOGGER = logging.getLogger(__name__)
 
-# Width of the "uncertain" band below the match threshold when unknown_threshold is not set:
-# about one standard deviation of same-person similarity for the dlib/ArcFace-class models we ship.
-DEFAULT_UNCERTAIN_BAND = 0.05
-# Fusion weights saturate here: a face this large and this sharp is as good as the model can use
-# (the embedder's chip is 150 px); smaller or softer faces count for proportionally less.
-FULL_WEIGHT_FACE_PX = 112.0
-FULL_WEIGHT_SHARPNESS = 100.0
-# Even the worst face that passed the gates keeps some say, so one good vote cannot be outvoted by zero.
-MIN_WEIGHT = 0.05
-# Sightings kept per track for liveness checks: ~3 s at 10 fps covers a blink.
-HISTORY_LEN = 32
 # Embeddings (with chips) kept per track for 'enroll/reject {track_id}', and how many ended tracks
 # keep theirs: an operator issues the command seconds after the event, when the person may have left.
 KEEP_SAMPLES = 5
@@ -66,29 +70,24 @@ _EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Cosine-similarity cut-offs: at or above ``match`` is a person, below ``unknown`` a stranger."""
+class LookupResult:
+    """A match, the metadata of its best candidate (empty when none) and the database generation they came from."""
 
-    match: float
-    unknown: float
-    margin: float
-
-    @classmethod
-    def resolve(cls, config: DecisionConfig, model_default: float) -> Thresholds:
-        """Fill unset thresholds from the embedder's manifest default."""
-        match = config.match_threshold if config.match_threshold is not None else model_default
-        unknown = config.unknown_threshold if config.unknown_threshold is not None else match - DEFAULT_UNCERTAIN_BAND
-        return cls(match=match, unknown=min(unknown, match), margin=config.margin)
+    match: Match
+    metadata: Mapping[str, object]
+    generation: int
 
 
 class Lookup(Protocol):
-    """Match one fused query against the current database snapshot.
+    """The current database: match one fused query, and say which generation is current."""
 
-    Returns the match and the metadata of its best candidate (empty when none), both from the same
-    snapshot so a reload between the two cannot mix databases.
-    """
+    def __call__(self, vector: FloatArray, /) -> LookupResult:
+        """Match against one snapshot, so a reload between match and metadata cannot mix databases."""
+        ...
 
-    def __call__(self, vector: FloatArray, /) -> tuple[Match, Mapping[str, object]]: ...
+    def generation(self) -> int:
+        """The current database generation; cheap, asked on every claim of a settled track."""
+        ...
 
 
 class Sighting(Protocol):
@@ -123,66 +122,34 @@ class Outcome:
     presence: tuple[PresenceChange, ...] = ()
 
 
-def classify(match: Match, th: Thresholds) -> tuple[Status, Reason]:
-    """The status and reason for one match result (no gates, no liveness)."""
-    best = match.best
-    if best is None:
-        return "unknown", "empty_database"
-    if best.similarity >= th.match:
-        if match.negative_similarity >= best.similarity:
-            return "unknown", "negative_match"
-        if match.margin < th.margin:
-            return "uncertain", "ambiguous_margin"
-        return "known", "matched"
-    if best.similarity >= th.unknown:
-        return "uncertain", "uncertain_band"
-    return "unknown", "below_threshold"
-
-
-def gate(quality: Quality, config: DecisionConfig) -> Reason | None:
-    """Why a face may not be decided (too small, turned away, blurred), or None when it may."""
-    if quality.face_px < config.min_face_px:
-        return "too_small"
-    if abs(quality.yaw) > config.max_yaw_deg:
-        return "bad_pose"
-    if quality.sharpness < config.min_sharpness:
-        return "too_blurry"
-    return None
-
-
-def sample_weight(quality: Quality) -> float:
-    """Fusion weight of one embedding: larger, sharper, more frontal faces count more."""
-    size = min(1.0, quality.face_px / FULL_WEIGHT_FACE_PX)
-    sharp = min(1.0, quality.sharpness / FULL_WEIGHT_SHARPNESS)
-    # NaN yaw (no landmarks) says nothing about pose: no penalty.
-    pose = math.cos(math.radians(min(abs(quality.yaw), 80.0))) if math.isfinite(quality.yaw) else 1.0
-    return max(MIN_WEIGHT, size * sharp * pose)
-
-
-def fuse(vectors: FloatArray, weights: Sequence[float]) -> FloatArray:
-    """Weighted mean of L2-normalised rows, re-normalised."""
-    w = np.asarray(weights, dtype=np.float32)
-    mean = (vectors * w[:, None]).sum(axis=0)
-    norm = float(np.linalg.norm(mean))
-    out: FloatArray = (mean / norm if norm > 0 else mean).astype(np.float32)
-    return out
-
-
 @dataclass(slots=True)
 class _TrackState:
     window: deque[Embedding]
     kept: deque[tuple[FloatArray, ImageArray]]
-    history: deque[TrackObservation] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
+    liveness: TrackLiveness
     last_claim: float | None = None
-    status: Status | None = None
-    gate_only: bool = False  # the last decision was a gate 'uncertain' (no identity evaluated yet)
+    settled: bool = False  # known and live, or unknown: no embeddings wanted until the database changes
+    generation: int | None = None  # database generation of the last evaluation
+    evaluated: bool = False  # an identity was evaluated and its outcome published (or held back)
+    doubtful: bool = False  # evaluated 'uncertain' since it was last known: keeps sliding until known
+    gate_reported: bool = False  # a gate-only 'uncertain' was published
+    announced: tuple[str, Reason, bool] | None = None  # (person, reason, grant) last published as known
     gates: Counter[Reason] = field(default_factory=Counter)
-    person: tuple[str, str] | None = None
+    person: tuple[str, str] | None = None  # the identity that refreshes presence: known and live
     best_chip: tuple[float, ImageArray] | None = None  # (weight, chip) for the unknown snapshot
 
 
 class Decider:
-    """Turns a track's embeddings into at most one published Decision (see module docstring)."""
+    """Turns a track's embeddings into the Decisions worth publishing (see the module docstring).
+
+    Why a face that matches but fails liveness is still published *named*, with ``grant`` false,
+    rather than hidden as a stranger: the door acts only on ``grant``, so naming the person opens
+    nothing; the operator, on the other hand, learns whose photo was held up (an attack on that
+    person's access, worth an alert), and a real person wrongly judged not live sees a refusal that
+    says why -- "look at the camera and blink" -- instead of being treated as unknown. Such a face
+    does not turn presence on, and it does not start the person's cooldown: a photo of someone
+    held up at the door must not silence that person's own recognition seconds later.
+    """
 
     def __init__(
         self,
@@ -203,7 +170,8 @@ class Decider:
         self._lock = threading.Lock()
         self._tracks: dict[int, _TrackState] = {}
         self._recent: OrderedDict[int, list[tuple[FloatArray, ImageArray]]] = OrderedDict()
-        self._published: dict[str, float] = {}  # person or unknown id -> when last published
+        # (kind, person or unknown id[, grant]) -> when last published; kinds cool down separately.
+        self._published: dict[tuple[object, ...], float] = {}
         self._present: dict[str, tuple[str, float]] = {}  # person id -> (name, last seen)
 
     # --- called by the embed stage ------------------------------------------------------------
@@ -212,8 +180,10 @@ class Decider:
         """Whether this track wants an embedding now; a True answer starts its interval."""
         with self._lock:
             state = self._state(track_id)
-            if state.status in ("known", "unknown"):
-                return False
+            if state.settled:
+                if state.generation == self._lookup.generation():
+                    return False
+                state.settled = False  # the database changed since: look at this face again
             if state.last_claim is not None and now - state.last_claim < self.config.embed_interval_s - _EPS:
                 return False
             state.last_claim = now
@@ -234,9 +204,8 @@ class Decider:
         with self._lock:
             for track in tracks:
                 state = self._state(track.track_id)
-                landmarks = track.face.landmarks if track.face is not None else None
-                state.history.append(TrackObservation(now, track.bbox, landmarks))
-                if state.status == "known" and state.person is not None:
+                state.liveness.sighting(now, track.face.landmarks if track.face is not None else None)
+                if state.person is not None:
                     self._present[state.person[0]] = (state.person[1], now)
             for track_id in [t for t in self._tracks if t not in live_ids]:
                 self._end(track_id)
@@ -263,10 +232,9 @@ class Decider:
         with self._lock:
             state = self._state(track.track_id)
             state.gates[reason] += 1
-            if state.status is not None or state.window or sum(state.gates.values()) < self.config.votes:
+            if state.evaluated or state.gate_reported or state.window or sum(state.gates.values()) < self.config.votes:
                 return Outcome()
-            state.status = "uncertain"
-            state.gate_only = True
+            state.gate_reported = True
             worst = state.gates.most_common(1)[0][0]
             return Outcome(self._decision(track, frame, "uncertain", worst, stage_ms=stage_ms))
 
@@ -283,10 +251,11 @@ class Decider:
         """Add one embedding of the track; the Outcome holds the Decision to publish if this completes one."""
         with self._lock:
             state = self._state(track.track_id)
-            if state.status in ("known", "unknown"):
-                return Outcome()
+            if state.settled:
+                return Outcome()  # claimed before the track settled
             weight = sample_weight(embedding.quality)
             state.window.append(embedding)
+            state.liveness.embedded(now, embedding.vector)
             state.kept.append((embedding.vector, chip))
             if state.best_chip is None or weight >= state.best_chip[0]:
                 state.best_chip = (weight, chip)
@@ -318,7 +287,9 @@ class Decider:
         state = self._tracks.get(track_id)
         if state is None:
             state = _TrackState(
-                window=deque(maxlen=self.config.votes), kept=deque(maxlen=max(KEEP_SAMPLES, self.config.votes))
+                window=deque(maxlen=self.config.votes),
+                kept=deque(maxlen=max(KEEP_SAMPLES, self.config.votes)),
+                liveness=TrackLiveness(self._liveness),
             )
             self._tracks[track_id] = state
         return state
@@ -337,7 +308,7 @@ class Decider:
             del self._present[pid]
         return changes
 
-    def _cooling(self, key: str, now: float) -> bool:
+    def _cooling(self, key: tuple[object, ...], now: float) -> bool:
         last = self._published.get(key)
         if last is not None and now - last < self.config.cooldown_s:
             return True
@@ -350,47 +321,50 @@ class Decider:
         votes = list(state.window)
         vectors = np.stack([e.vector for e in votes]).astype(np.float32)
         fused = fuse(vectors, [sample_weight(e.quality) for e in votes])
-        match, metadata = self._lookup(fused)
+        found = self._lookup(fused)
+        state.generation = found.generation
+        match = found.match
         status, reason = classify(match, self.thresholds)
         best = match.best
         similarity = best.similarity if best is not None else 0.0
-        liveness: LivenessResult | None = None
-        grant = False
-        if status == "known":
-            liveness = self._liveness.assess(list(state.history))
-            if liveness.live is False:
-                status, reason = "uncertain", "liveness_failed"
-            else:
-                allowed = bool(metadata.get(self.config.access_metadata_key, False))
-                grant = allowed and (liveness.live is True or not self._liveness.required)
-
-        previous, gate_only = state.status, state.gate_only
-        if previous == "uncertain" and not gate_only and status != "known":
-            return Outcome()  # still not known: keep the window sliding, publish nothing new
-        state.status, state.gate_only = status, False
+        margin = match.margin if best is not None else 0.0
 
         if status == "known" and best is not None:
-            state.person = (best.person_id, best.name)
-            presence = () if best.person_id in self._present else (PresenceChange(best.person_id, best.name, True),)
-            self._present[best.person_id] = (best.name, now)
-            if self._cooling(best.person_id, now):
-                _LOGGER.debug("track %d: %s within cooldown, not published", track.track_id, best.person_id)
-                return Outcome(None, presence)
+            liveness = state.liveness.judge(best.person_id, fused, self.thresholds.unknown)
+            if liveness.live is None and self._liveness.required:
+                _LOGGER.debug("track %d: %s matched, liveness pending", track.track_id, best.person_id)
+                return Outcome()  # evaluated again on the next embedding, until the policy decides
+            state.evaluated = True
+            live = liveness.live is not False
+            grant = live and bool(found.metadata.get(self.config.access_metadata_key, False))
             decision = self._decision(
                 track,
                 frame,
                 status,
-                reason,
+                "matched" if live else "liveness_failed",
                 best=best,
                 similarity=similarity,
-                margin=match.margin,
+                margin=margin,
                 samples=len(votes),
                 stage_ms=stage_ms,
                 grant=grant,
                 liveness=liveness,
             )
-            return Outcome(decision, presence)
+            if not live:
+                state.person = None
+                return self._announce(state, decision, ("liveness_failed", best.person_id), now)
+            state.settled, state.doubtful = True, False
+            state.person = (best.person_id, best.name)
+            presence = () if best.person_id in self._present else (PresenceChange(best.person_id, best.name, True),)
+            self._present[best.person_id] = (best.name, now)
+            return self._announce(state, decision, ("known", best.person_id, grant), now, presence)
 
+        state.person = None
+        state.doubtful = state.doubtful or status == "uncertain"
+        state.settled = status == "unknown" and not state.doubtful
+        if state.evaluated:
+            return Outcome()  # after the first evaluation only a named person is news
+        state.evaluated = True
         unknown_id: str | None = None
         if status == "unknown" and self._spool is not None:
             jpeg = self._snapshot(state) if self._unknown_snapshots else None
@@ -399,9 +373,8 @@ class Decider:
             if sighting.ignored:
                 _LOGGER.debug("track %d: unknown %s is ignored, not published", track.track_id, unknown_id)
                 return Outcome()
-            if self._cooling(unknown_id, now):
+            if self._cooling(("unknown", unknown_id), now):
                 return Outcome()
-        margin = match.margin if best is not None else 0.0
         decision = self._decision(
             track,
             frame,
@@ -411,10 +384,27 @@ class Decider:
             margin=margin,
             samples=len(votes),
             stage_ms=stage_ms,
-            liveness=liveness,
             unknown_id=unknown_id,
         )
         return Outcome(decision)
+
+    def _announce(
+        self,
+        state: _TrackState,
+        decision: Decision,
+        cooldown_key: tuple[object, ...],
+        now: float,
+        presence: tuple[PresenceChange, ...] = (),
+    ) -> Outcome:
+        """Publish a known match unless this track already said the same, or the cooldown holds it back."""
+        said = (str(decision.person_id), decision.reason, decision.grant)
+        if state.announced == said:
+            return Outcome(None, presence)  # confirmed again after a database change: nothing new
+        state.announced = said
+        if self._cooling(cooldown_key, now):
+            _LOGGER.debug("track %d: %s within cooldown, not published", decision.track_id, cooldown_key)
+            return Outcome(None, presence)
+        return Outcome(decision, presence)
 
     @staticmethod
     def _snapshot(state: _TrackState) -> bytes | None:

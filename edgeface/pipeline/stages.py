@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from edgeface.config import DecisionConfig, PipelineConfig, SourceConfig, TrackerConfig
-from edgeface.data import Decision, FloatArray, ImageArray, Match
+from edgeface.data import Decision, FloatArray, ImageArray
 from edgeface.errors import EdgefaceError
 from edgeface.liveness.policy import LivenessPolicy
 from edgeface.matching.matcher import match
 from edgeface.matching.snapshot import DbSnapshot
 from edgeface.pipeline.capture import STREAMING, Captured, CaptureThread, EndOfStream, SourceState
-from edgeface.pipeline.decide import Decider, Lookup, Thresholds, UnknownObserver
+from edgeface.pipeline.decide import Decider, Lookup, LookupResult, UnknownObserver
 from edgeface.pipeline.queues import DropQueue
+from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.tracker import Tracker
 from edgeface.pipeline.workers import (
     Aligner,
@@ -55,23 +56,39 @@ SnapshotProvider = Callable[[], DbSnapshot]
 MetadataProvider = Callable[[str], Mapping[str, object]]
 
 
+class SnapshotLookup:
+    """The decision ``Lookup`` over the database: the provider is asked per match, so a reload lands atomically."""
+
+    def __init__(
+        self, snapshot_provider: SnapshotProvider, top_k: int, metadata_provider: MetadataProvider | None = None
+    ) -> None:
+        self._snapshots = snapshot_provider
+        self._top_k = top_k
+        self._metadata = metadata_provider
+
+    def __call__(self, vector: FloatArray, /) -> LookupResult:
+        """Top-k match on the current snapshot, the best candidate's metadata and the snapshot's generation."""
+        snapshot = self._snapshots()
+        result = match(snapshot, vector[np.newaxis, :], self._top_k)[0]
+        best = result.best
+        if best is None or self._metadata is None:
+            return LookupResult(result, {}, snapshot.generation)
+        try:
+            return LookupResult(result, self._metadata(best.person_id), snapshot.generation)
+        except EdgefaceError:
+            # Deleted between the snapshot and now: no metadata, so no grant.
+            return LookupResult(result, {}, snapshot.generation)
+
+    def generation(self) -> int:
+        """The current snapshot's generation (the database builds a snapshot once per generation)."""
+        return self._snapshots().generation
+
+
 def snapshot_lookup(
     snapshot_provider: SnapshotProvider, top_k: int, metadata_provider: MetadataProvider | None = None
 ) -> Lookup:
-    """A decision ``Lookup`` over the database: the provider is asked per match, so a reload lands atomically."""
-
-    def lookup(vector: FloatArray) -> tuple[Match, Mapping[str, object]]:
-        result = match(snapshot_provider(), vector[np.newaxis, :], top_k)[0]
-        best = result.best
-        if best is None or metadata_provider is None:
-            return result, {}
-        try:
-            return result, metadata_provider(best.person_id)
-        except EdgefaceError:
-            # Deleted between the snapshot and now: no metadata, so no grant.
-            return result, {}
-
-    return lookup
+    """A decision ``Lookup`` over the database (see ``SnapshotLookup``)."""
+    return SnapshotLookup(snapshot_provider, top_k, metadata_provider)
 
 
 # --- the whole pipeline -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from edgeface import __version__
 from edgeface.config import Settings, load_settings
 from edgeface.data import Decision
 from edgeface.errors import BrokerError, EdgefaceError
+from edgeface.liveness.policy import build_policy
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
@@ -197,6 +198,7 @@ class Daemon:
             snapshot_provider=db.snapshot,
             metadata_provider=lambda person_id: db.get(person_id).metadata,
             spool=spool,
+            liveness=build_policy(s.liveness),
             source_config=s.source,
             decision_config=s.decision,
             tracker_config=s.tracker,

@@ -1,5 +1,6 @@
 """Decision rules with hand-built Match values: thresholds, band, margin, negatives, gates, votes,
-cooldown, presence, grant, liveness, unknown spool and the track sample registry.
+cooldown, presence, grant, liveness, re-decisions on a database change, unknown spool and the track
+sample registry.
 
 These inputs are data, not faces: a ``TableLookup`` answers each query with a prepared Match, keyed
 by the index of the query's largest component, so a test chooses what "the database" says.
@@ -27,7 +28,8 @@ from edgeface.data import (
     Quality,
 )
 from edgeface.liveness.policy import LivenessPolicy, NoLiveness, TrackHistory
-from edgeface.pipeline.decide import Decider, Outcome, Thresholds, classify, fuse, gate, sample_weight
+from edgeface.pipeline.decide import Decider, LookupResult, Outcome
+from edgeface.pipeline.rules import Thresholds, classify, fuse, gate, sample_weight
 from edgeface.pipeline.tracker import Track
 
 DIM = 8
@@ -47,18 +49,28 @@ def unit(i: int) -> FloatArray:
 
 
 class TableLookup:
-    """query -> Match by the query's argmax; metadata per person id."""
+    """query -> Match by the query's argmax; metadata per person id. ``change`` is a database write."""
 
     def __init__(self, table: dict[int, Match], metadata: Mapping[str, Mapping[str, object]] | None = None) -> None:
         self.table = table
-        self.metadata = metadata or {}
+        self.metadata = dict(metadata or {})
         self.queries: list[FloatArray] = []
+        self.gen = 1
 
-    def __call__(self, vector: FloatArray, /) -> tuple[Match, Mapping[str, object]]:
+    def __call__(self, vector: FloatArray, /) -> LookupResult:
         self.queries.append(vector)
         match = self.table[int(np.argmax(vector))]
         best = match.best
-        return match, self.metadata.get(best.person_id, {}) if best else {}
+        return LookupResult(match, self.metadata.get(best.person_id, {}) if best else {}, self.gen)
+
+    def generation(self) -> int:
+        return self.gen
+
+    def change(self, table: dict[int, Match], metadata: Mapping[str, Mapping[str, object]] | None = None) -> None:
+        self.table = table
+        if metadata is not None:
+            self.metadata = dict(metadata)
+        self.gen += 1
 
 
 @dataclass
@@ -83,6 +95,10 @@ class Spool:
 
 
 class FixedLiveness:
+    """A policy whose verdict the test sets (``live``), looking at the last 3 s."""
+
+    window_s = 3.0
+
     def __init__(self, live: bool | None, required: bool = True) -> None:
         self.live = live
         self.required = required
@@ -281,15 +297,122 @@ def test_liveness_policy() -> None:
     table = {0: m(("ann", 0.92))}
     assert isinstance(NoLiveness(), LivenessPolicy)
     live = FixedLiveness(True)
-    assert decisions(feed(make(table, metadata=meta, liveness=live), 1, unit(0), [0, 0.1, 0.2]))[0].grant
+    found = decisions(feed(make(table, metadata=meta, liveness=live), 1, unit(0), [0, 0.1, 0.2]))
+    assert [(d.status, d.reason, d.grant) for d in found] == [("known", "matched", True)]
+    assert found[0].liveness == LivenessResult(True, 1.0, {"blink": 1.0})
     assert live.histories == [3]  # it saw the track's sightings
-    pending = decisions(feed(make(table, metadata=meta, liveness=FixedLiveness(None)), 1, unit(0), [0, 0.1, 0.2]))
-    assert (pending[0].status, pending[0].grant) == ("known", False)
     optional = FixedLiveness(None, required=False)
     assert decisions(feed(make(table, metadata=meta, liveness=optional), 1, unit(0), [0, 0.1, 0.2]))[0].grant
-    spoof = decisions(feed(make(table, metadata=meta, liveness=FixedLiveness(False)), 1, unit(0), [0, 0.1, 0.2]))
-    assert (spoof[0].status, spoof[0].reason, spoof[0].grant) == ("uncertain", "liveness_failed", False)
+
+
+def test_a_match_waits_for_liveness_evidence_then_is_published() -> None:
+    policy = FixedLiveness(None)
+    decider = make({0: m(("ann", 0.92))}, metadata={"ann": {"access": True}}, liveness=policy)
+    assert decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2, 0.3])) == []  # matched, no evidence yet
+    assert decider.present() == {}
+    policy.live = True  # he blinked
+    found = decisions(feed(decider, 1, unit(0), [0.4]))
+    assert [(d.status, d.reason, d.person_id, d.grant, d.samples) for d in found] == [
+        ("known", "matched", "ann", True, 3)
+    ]
+    assert decider.present() == {"ann": "Ann"}
+    assert not decider.claim_embedding(1, 5.0)  # settled
+
+
+def test_failing_liveness_names_the_person_without_grant_and_the_track_may_still_prove_live() -> None:
+    policy = FixedLiveness(False)
+    decider = make({0: m(("ann", 0.92))}, metadata={"ann": {"access": True}}, liveness=policy)
+    spoof = decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2, 0.3, 0.4]))
+    # Published once for the track, named, not granted.
+    assert [(d.status, d.reason, d.person_id, d.name, d.grant) for d in spoof] == [
+        ("known", "liveness_failed", "ann", "Ann", False)
+    ]
     assert spoof[0].liveness is not None and spoof[0].liveness.live is False
+    assert decider.present() == {}  # a photo does not make her present
+    # Still watched: a real Ann who stood still, then blinked, is let in -- the failure did not
+    # start her cooldown.
+    policy.live = True
+    granted = decisions(feed(decider, 1, unit(0), [0.5]))
+    assert [(d.reason, d.grant, d.track_id) for d in granted] == [("matched", True, 1)]
+    # Another attempt on a new track within the cooldown is not repeated.
+    policy.live = False
+    assert decisions(feed(decider, 2, unit(0), [1.0, 1.1, 1.2])) == []
+
+
+def test_liveness_shown_by_another_face_on_the_track_does_not_count() -> None:
+    # A live stranger (direction 1, 'uncertain' against Ann) raises Ann's photo (direction 0) in
+    # front of his face without the tracker losing it; the policy saw life all along.
+    table = {0: m(("ann", 0.92)), 1: m(("ann", 0.75))}
+    decider = make(table, metadata={"ann": {"access": True}}, liveness=FixedLiveness(True))
+    stranger = decisions(feed(decider, 1, unit(1), [0.0, 0.1, 0.2]))
+    assert [(d.status, d.reason) for d in stranger] == [("uncertain", "uncertain_band")]
+    # Life was seen, but on a window that also holds the stranger's face: not yet Ann's.
+    assert decisions(feed(decider, 1, unit(0), [0.1 * i for i in range(3, 32)])) == []
+    # Once the 3 s window holds only Ann's face (the stranger's last embedding was at 0.2 s).
+    found = decisions(feed(decider, 1, unit(0), [3.3]))
+    assert [(d.status, d.person_id, d.grant) for d in found] == [("known", "ann", True)]
+
+
+# --- re-decisions when the database changes --------------------------------------------------------
+
+
+def test_a_stranger_enrolled_at_the_door_is_recognised_on_the_same_track() -> None:
+    lookup = TableLookup({0: m(("bob", 0.3))})
+    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, spool=Spool())
+    first = decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))
+    assert [(d.status, d.unknown_id) for d in first] == [("unknown", "u0")]
+    # Settled: no more embeddings, no more matches.
+    assert decisions(feed(decider, 1, unit(0), [0.3, 0.4])) == [] and len(lookup.queries) == 1
+    lookup.change({0: m(("eve", 0.97), ("bob", 0.3))}, {"eve": {"access": True}})  # enroll 1 Eve
+    again = decisions(feed(decider, 1, unit(0), [0.5]))  # the very next embedding
+    assert [(d.status, d.person_id, d.grant, d.track_id, d.samples) for d in again] == [("known", "eve", True, 1, 3)]
+    assert decider.present() == {"eve": "Eve"}
+    assert len(lookup.queries) == 2
+
+
+def test_an_unknown_stays_settled_when_the_change_does_not_concern_it() -> None:
+    lookup = TableLookup({0: m(("bob", 0.3))})
+    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, spool=Spool())
+    feed(decider, 1, unit(0), [0.0, 0.1, 0.2])
+    lookup.change({0: m(("bob", 0.3), ("eve", 0.2))})  # someone else enrolled
+    assert decisions(feed(decider, 1, unit(0), [0.3, 0.4, 0.5])) == []
+    assert len(lookup.queries) == 2  # one look on the new generation, then settled again
+
+
+def test_a_deleted_person_stops_counting_and_is_not_granted_again() -> None:
+    lookup = TableLookup({0: m(("ann", 0.92))}, {"ann": {"access": True}})
+    config = DecisionConfig(votes=3, embed_interval_s=0.1, cooldown_s=0.0, presence_timeout_s=1.0)
+    decider = Decider(config, TH, lookup)
+    assert [d.grant for d in decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))] == [True]
+    lookup.change({0: m()}, {})  # delete ann
+    assert decisions(feed(decider, 1, unit(0), [0.3])) == []  # not news for this track...
+    assert not decider.claim_embedding(1, 0.5)  # ...and settled as a stranger
+    # Still in view, but no longer keeping Ann present: she times out.
+    assert [(p.person_id, p.on) for p in decider.observe([track(1, 1.5)], frozenset({1}), 1.5)] == [("ann", False)]
+    # Anyone looking like her on a new track is a stranger.
+    assert [(d.status, d.grant) for d in decisions(feed(decider, 2, unit(0), [2.0, 2.1, 2.2]))] == [("unknown", False)]
+
+
+def test_a_known_track_is_rechecked_quietly_and_published_when_its_grant_changes() -> None:
+    lookup = TableLookup({0: m(("ann", 0.92))}, {"ann": {"access": False}})
+    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup)
+    assert [(d.person_id, d.grant) for d in decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))] == [("ann", False)]
+    lookup.change({0: m(("ann", 0.92), ("bob", 0.5))})  # someone else enrolled
+    assert decisions(feed(decider, 1, unit(0), [0.3])) == []  # still Ann: nothing new
+    assert not decider.claim_embedding(1, 0.4)  # settled on the new generation
+    lookup.change(lookup.table, {"ann": {"access": True}})  # she is given access while at the door
+    assert [(d.person_id, d.grant) for d in decisions(feed(decider, 1, unit(0), [0.5]))] == [("ann", True)]
+
+
+def test_liveness_shown_holds_when_the_track_is_matched_again() -> None:
+    policy = FixedLiveness(True)
+    lookup = TableLookup({0: m(("ann", 0.92))}, {"ann": {"access": True}})
+    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, liveness=policy)
+    assert [d.grant for d in decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))] == [True]
+    policy.live = False  # she has stood still since
+    lookup.change({0: m(("ann", 0.93), ("bob", 0.4))})
+    assert decisions(feed(decider, 1, unit(0), [9.0])) == []  # no 'liveness_failed' for her
+    assert decider.present() == {"ann": "Ann"}
 
 
 # --- cooldown, presence ---------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Decision rules on one match or one face: thresholds, classification, quality gates and vote fusion.
+
+Pure functions of their arguments; ``decide.Decider`` applies them to a track over time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeface.config import DecisionConfig
+from edgeface.data import FloatArray, Match, Quality, Reason, Status
+
+# Width of the "uncertain" band below the match threshold when unknown_threshold is not set:
+# about one standard deviation of same-person similarity for the dlib/ArcFace-class models we ship.
+DEFAULT_UNCERTAIN_BAND = 0.05
+# Fusion weights saturate here: a face this large and this sharp is as good as the model can use
+# (the embedder's chip is 150 px); smaller or softer faces count for proportionally less.
+FULL_WEIGHT_FACE_PX = 112.0
+FULL_WEIGHT_SHARPNESS = 100.0
+# Even the worst face that passed the gates keeps some say, so one good vote cannot be outvoted by zero.
+MIN_WEIGHT = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Cosine-similarity cut-offs: at or above ``match`` is a person, below ``unknown`` a stranger."""
+
+    match: float
+    unknown: float
+    margin: float
+
+    @classmethod
+    def resolve(cls, config: DecisionConfig, model_default: float) -> Thresholds:
+        """Fill unset thresholds from the embedder's manifest default."""
+        match = config.match_threshold if config.match_threshold is not None else model_default
+        unknown = config.unknown_threshold if config.unknown_threshold is not None else match - DEFAULT_UNCERTAIN_BAND
+        return cls(match=match, unknown=min(unknown, match), margin=config.margin)
+
+
+def classify(match: Match, th: Thresholds) -> tuple[Status, Reason]:
+    """The status and reason for one match result (no gates, no liveness)."""
+    best = match.best
+    if best is None:
+        return "unknown", "empty_database"
+    if best.similarity >= th.match:
+        if match.negative_similarity >= best.similarity:
+            return "unknown", "negative_match"
+        if match.margin < th.margin:
+            return "uncertain", "ambiguous_margin"
+        return "known", "matched"
+    if best.similarity >= th.unknown:
+        return "uncertain", "uncertain_band"
+    return "unknown", "below_threshold"
+
+
+def gate(quality: Quality, config: DecisionConfig) -> Reason | None:
+    """Why a face may not be decided (too small, turned away, blurred), or None when it may."""
+    if quality.face_px < config.min_face_px:
+        return "too_small"
+    if abs(quality.yaw) > config.max_yaw_deg:
+        return "bad_pose"
+    if quality.sharpness < config.min_sharpness:
+        return "too_blurry"
+    return None
+
+
+def sample_weight(quality: Quality) -> float:
+    """Fusion weight of one embedding: larger, sharper, more frontal faces count more."""
+    size = min(1.0, quality.face_px / FULL_WEIGHT_FACE_PX)
+    sharp = min(1.0, quality.sharpness / FULL_WEIGHT_SHARPNESS)
+    # NaN yaw (no landmarks) says nothing about pose: no penalty.
+    pose = math.cos(math.radians(min(abs(quality.yaw), 80.0))) if math.isfinite(quality.yaw) else 1.0
+    return max(MIN_WEIGHT, size * sharp * pose)
+
+
+def fuse(vectors: FloatArray, weights: Sequence[float]) -> FloatArray:
+    """Weighted mean of L2-normalised rows, re-normalised."""
+    w = np.asarray(weights, dtype=np.float32)
+    mean = (vectors * w[:, None]).sum(axis=0)
+    norm = float(np.linalg.norm(mean))
+    out: FloatArray = (mean / norm if norm > 0 else mean).astype(np.float32)
+    return out

@@ -1,0 +1,96 @@
+"""Liveness inside every decision, end to end: the real pipeline, models and database.
+
+A photo of an enrolled person with access is held up: he is named, not let in. The Hamilton clip's
+speaker, enrolled with access, is let in once his head has moved like a head.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeface.config import DecisionConfig, LivenessConfig, PipelineConfig, SourceConfig, VisionConfig
+from edgeface.data import Decision
+from edgeface.liveness import motion
+from edgeface.liveness.policy import build_policy
+from edgeface.matching.db import FaceDatabase
+from edgeface.pipeline.stages import Pipeline
+from edgeface.sources import FolderSource, FrameSource, open_source
+from edgeface.vision.analyzer import FaceAnalyzer
+
+from .conftest import REPLAY_FPS
+
+
+@pytest.fixture(scope="module")
+def vision() -> Iterator[FaceAnalyzer]:
+    with FaceAnalyzer.from_config(VisionConfig()) as analyzer:
+        yield analyzer
+
+
+def run(source: FrameSource, vision: FaceAnalyzer, database: FaceDatabase) -> list[Decision]:
+    decisions: list[Decision] = []
+    pipeline = Pipeline(
+        source,
+        vision.detector,
+        vision.landmarker,
+        vision.embedder,
+        aligner=vision.aligner,
+        snapshot_provider=database.snapshot,
+        metadata_provider=lambda pid: database.get(pid).metadata,
+        liveness=build_policy(LivenessConfig(mode="any", window_s=3.0)),
+        source_config=SourceConfig(realtime=False, loop=False),
+        decision_config=DecisionConfig(votes=3, embed_interval_s=0.1),
+        pipeline_config=PipelineConfig(queue_size=2),
+        on_decision=decisions.append,
+    )
+    pipeline.start()
+    try:
+        assert pipeline.drained.wait(120), pipeline.metrics()
+    finally:
+        pipeline.stop()
+        assert pipeline.join(2.0) == []
+    return decisions
+
+
+def enroll(database: FaceDatabase, vision: FaceAnalyzer, name: str, paths: list[Path]) -> str:
+    vectors = [vision.analyze(np.asarray(cv2.imread(str(p)), dtype=np.uint8))[0].embedding.vector for p in paths]
+    return database.add_person(name, {"access": True}, vectors).id
+
+
+def test_a_photo_of_an_enrolled_person_is_named_but_not_let_in(
+    tmp_path: Path, samples_dir: Path, vision: FaceAnalyzer
+) -> None:
+    database = FaceDatabase.open(tmp_path / "faces.npz", vision.embedder.model_id, vision.embedder.dim)
+    obama = enroll(database, vision, "Barack Obama", [samples_dir / "obama.jpg"])
+    folder = tmp_path / "door"
+    folder.mkdir()
+    shutil.copy(samples_dir / "obama2.jpg", folder)  # his print, held still for 4 s
+    decisions = run(FolderSource(folder, hold_frames=40, fps=REPLAY_FPS), vision, database)
+    assert [(d.status, d.reason, d.person_id, d.name, d.grant) for d in decisions] == [
+        ("known", "liveness_failed", obama, "Barack Obama", False)
+    ]
+    liveness = decisions[0].liveness
+    assert liveness is not None and liveness.live is False and liveness.score < 0.1
+    assert decisions[0].frame_index >= 3.0 * REPLAY_FPS  # refused once the 3 s window was watched
+
+
+def test_the_hamilton_speaker_is_let_in_once_his_head_moved(
+    shared_data: Path, tmp_path: Path, vision: FaceAnalyzer
+) -> None:
+    clip = shared_data / "video" / "short_hamilton_clip.mp4"
+    if not clip.is_file():
+        pytest.skip("hamilton clip absent")
+    database = FaceDatabase.open(tmp_path / "faces.npz", vision.embedder.model_id, vision.embedder.dim)
+    photos = sorted(p for p in (shared_data / "dev" / "lin_manuel_miranda").iterdir() if p.suffix in {".jpg", ".png"})
+    lin = enroll(database, vision, "Lin-Manuel Miranda", photos)
+    decisions = run(open_source(str(clip)), vision, database)
+    his = [d for d in decisions if d.person_id == lin]
+    assert [(d.status, d.reason, d.grant) for d in his] == [("known", "matched", True)]
+    liveness = his[0].liveness
+    assert liveness is not None and liveness.live is True
+    assert liveness.checks["motion"] >= motion.MOTION_THRESHOLD
