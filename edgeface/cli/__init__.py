@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    # Set before the verbs import numpy. The daemon's matrix products are one query at a time; an
+    # OpenBLAS worker thread only spins between them: at 30 fps it took the process from 35 % to
+    # 119 % of a core with identical fps and latency (docs/benchmarks.md).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = _build_parser()
     args = parser.parse_args(argv)
     setup_logging("DEBUG" if args.verbose else getattr(args, "log_level", "INFO"), json_format=False)

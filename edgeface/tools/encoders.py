@@ -1,0 +1,128 @@
+"""The face encoders eval and bench compare: edgeface's embedders and the dlib reference.
+
+Each turns a BGR image into (box, descriptor) pairs and says how two descriptors are scored
+(higher = more alike) and which score its own pipeline accepts as "same person".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeface.config import VisionConfig
+from edgeface.data import BBox, FloatArray, ImageArray
+from edgeface.errors import ModelError
+from edgeface.tools import metrics, reference
+from edgeface.vision.manifest import load_manifest
+
+Metric = Literal["cosine", "neg_euclidean"]
+REFERENCE = reference.REFERENCE_ID
+REFERENCE_ALIASES = frozenset({REFERENCE, "dlib", "face_recognition"})
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFace:
+    """A detected face; ``vector`` is None when it could not be described (no landmarks to align on)."""
+
+    bbox: BBox
+    vector: FloatArray | None
+
+
+class FaceEncoder(Protocol):
+    """Finds every face in an image and describes each with a vector."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def metric(self) -> Metric: ...
+
+    @property
+    def default_threshold(self) -> float:
+        """Score at or above which the pipeline calls two faces the same person."""
+        ...
+
+    def encode(self, image: ImageArray) -> list[EncodedFace]: ...
+
+
+def score_matrix(metric: Metric, a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> metrics.F64:
+    """Pairwise scores of rows of ``a`` against rows of ``b`` under ``metric``."""
+    if metric == "cosine":
+        return metrics.cosine_matrix(a, b)
+    return metrics.neg_euclidean_matrix(a, b)
+
+
+class EdgefaceEncoder:
+    """edgeface's own detector -> landmarks -> alignment -> embedder chain with one embedder."""
+
+    metric: Metric = "cosine"
+
+    def __init__(self, vision: VisionConfig, model_id: str) -> None:
+        from edgeface.vision.analyzer import FaceAnalyzer
+
+        spec = load_manifest(vision.models_dir).get(model_id)
+        if spec.role != "embedder" or spec.default_threshold is None:
+            raise ModelError(f"model {model_id!r} in {vision.models_dir} is a {spec.role}, not an embedder")
+        self.model_id = model_id
+        self.default_threshold = float(spec.default_threshold)
+        self.analyzer = FaceAnalyzer.from_config(vision.model_copy(update={"embedder": model_id}))
+
+    def encode(self, image: ImageArray) -> list[EncodedFace]:
+        # The analyzer's steps rather than analyze(): a face FaceMesh rejects still counts as found.
+        faces = self.analyzer.locate(image)
+        aligned = self.analyzer.align(image, faces)
+        vectors = {id(a.face): e.vector for a, e in zip(aligned, self.analyzer.embed(aligned), strict=True)}
+        return [EncodedFace(f.detection.bbox, vectors.get(id(f))) for f in faces]
+
+
+class ReferenceEncoder:
+    """face_recognition's pipeline on dlib, scored as face_recognition does (minus the distance)."""
+
+    model_id = REFERENCE
+    metric: Metric = "neg_euclidean"
+    default_threshold = -reference.TOLERANCE
+
+    def __init__(self) -> None:
+        self.pipeline = reference.ReferencePipeline()
+
+    def encode(self, image: ImageArray) -> list[EncodedFace]:
+        return [EncodedFace(f.bbox, f.descriptor) for f in self.pipeline.analyze(image)]
+
+
+def embedder_ids(models_dir: Path) -> list[str]:
+    """Ids of every embedder in the manifest, in manifest order."""
+    return [spec.id for spec in load_manifest(models_dir).models if spec.role == "embedder"]
+
+
+def default_models(models_dir: Path) -> list[str]:
+    """Every manifest embedder, plus the dlib reference when it is installed."""
+    return embedder_ids(models_dir) + ([REFERENCE] if reference.available() else [])
+
+
+def resolve_model_ids(models_dir: Path, names: Sequence[str]) -> list[str]:
+    """Manifest embedder ids, with ``dlib`` and ``face_recognition`` accepted for the reference."""
+    known = embedder_ids(models_dir)
+    out = []
+    for name in names:
+        model_id = REFERENCE if name in REFERENCE_ALIASES else name
+        if model_id != REFERENCE and model_id not in known:
+            raise ModelError(f"unknown model {name!r} (known: {', '.join([*known, REFERENCE])})")
+        out.append(model_id)
+    return out
+
+
+def create_encoders(vision: VisionConfig, model_ids: Sequence[str]) -> list[FaceEncoder]:
+    """One encoder per id (see ``resolve_model_ids``); ``dlib_reference`` is the face_recognition pipeline."""
+    ids = resolve_model_ids(vision.models_dir, model_ids)
+    return [ReferenceEncoder() if model_id == REFERENCE else EdgefaceEncoder(vision, model_id) for model_id in ids]
+
+
+def largest(faces: Sequence[EncodedFace]) -> EncodedFace | None:
+    """The largest described face: the subject of a portrait, as enrollment picks it."""
+    described = [f for f in faces if f.vector is not None]
+    return max(described, key=lambda f: f.bbox.width * f.bbox.height, default=None)
