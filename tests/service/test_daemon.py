@@ -240,3 +240,23 @@ def test_example_config_documents_every_key() -> None:
     settings = load_settings(out)
     assert settings == Settings()
     assert json.loads(json.dumps(settings.model_dump(mode="json")))
+
+
+def test_corrupt_database_falls_back_to_backup_and_says_so(
+    tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe, analyzer: FaceAnalyzer
+) -> None:
+    _enroll(tmp_path, analyzer, "Barack Obama", samples_dir / "obama.jpg", {})
+    _enroll(tmp_path, analyzer, "Joe Biden", samples_dir / "biden.jpg", {})  # the first save is now a backup
+    db_file = tmp_path / "faces.npz"
+    db_file.write_bytes(db_file.read_bytes()[:100])  # truncated, as after a power cut without our protocol
+    replay = _replay(tmp_path, samples_dir, "obama2.jpg")
+    stop = threading.Event()
+    thread = threading.Thread(target=Daemon(_settings(tmp_path, mosquitto.port, replay), None, stop).run)
+    thread.start()
+    try:
+        state = mqtt_probe.wait_json("edgeface/door/state", timeout=60, predicate=lambda d: d.get("db_fallback"))
+        assert state["persons"] == 1  # the backup from before Biden's enrollment
+    finally:
+        thread.join(60)
+        stop.set()
+    assert not thread.is_alive()
