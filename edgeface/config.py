@@ -192,7 +192,6 @@ class MqttConfig(_Section):
     outbox_size: int = Field(1000, ge=1, le=1_000_000, description="Events held while the broker is unreachable.")
     discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
-    print_events: bool = Field(False, description="Also print each published event on stdout.")
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:

@@ -26,8 +26,6 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, dict[str, Any]] = {}
     if args.source:
         overrides["source"] = {"uri": args.source}
-    if not args.quiet:
-        overrides["mqtt"] = {"print_events": True}
     settings = load_settings(args.config, **overrides)
     if not args.verbose:
         setup_logging(settings.logging.level, json_format=settings.logging.json_format)
@@ -39,4 +37,5 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    return Daemon(settings, config_path=args.config, stop=stop).run()
+    echo = None if args.quiet else lambda line: print(line, flush=True)
+    return Daemon(settings, config_path=args.config, stop=stop, echo=echo).run()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,16 @@ class _Running:
 class Daemon:
     """``edgeface run``: one device, one source, one broker connection."""
 
-    def __init__(self, settings: Settings, config_path: Path | None, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None,
+        stop: threading.Event,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        """``echo`` receives ``"<topic> <payload>"`` for each published event (the CLI prints them)."""
         self.settings = settings
+        self.echo = echo
         self.config_path = config_path
         self.stop = stop
         self.notifier = Notifier()
@@ -166,9 +174,7 @@ class Daemon:
         def on_command(verb: str, payload: bytes, properties: Any) -> None:
             dispatcher_box[0].submit(verb, payload, properties)
 
-        link = MqttLink(
-            s.mqtt, topics, s.device.name, on_command, link_stop, host=host, port=port, protocol=protocol
-        )
+        link = MqttLink(s.mqtt, topics, s.device.name, on_command, link_stop, host=host, port=port, protocol=protocol)
         stack.callback(link.stop)
         dispatcher = CommandDispatcher(device, link, topics, s.security, link_stop, verifier=verifier)
         dispatcher_box.append(dispatcher)
@@ -306,8 +312,8 @@ class Daemon:
 
     def _publish(self, running: _Running, topic: str, payload: dict[str, Any] | str, retain: bool = False) -> None:
         running.link.publish(topic, payload, retain=retain)
-        if running.settings.mqtt.print_events:
-            print(f"{topic} {encode_payload(payload).decode()}", flush=True)
+        if self.echo is not None:
+            self.echo(f"{topic} {encode_payload(payload).decode()}")
 
     def _publish_decision(self, running: _Running, decision: Decision) -> None:
         device_id = running.settings.device.id
@@ -356,17 +362,3 @@ class Daemon:
             f"{metrics.get('fps', 0.0):.1f} fps, {running.db.snapshot().persons} persons, broker {broker}, "
             f"source {running.source_state['state']}"
         )
-
-
-@contextlib.contextmanager
-def running_daemon(settings: Settings, config_path: Path | None = None) -> Iterator[Daemon]:
-    """Run a daemon in a background thread (tests, bench); stops and joins it on exit."""
-    stop = threading.Event()
-    daemon = Daemon(settings, config_path, stop)
-    thread = threading.Thread(target=daemon.run, name="daemon")
-    thread.start()
-    try:
-        yield daemon
-    finally:
-        stop.set()
-        thread.join(30)
