@@ -18,6 +18,7 @@ from edgeface.data import FloatArray, ImageArray
 from edgeface.errors import CommandError
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollResult
+from edgeface.matching.records import SampleSource
 from edgeface.matching.unknowns import UnknownSpool
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Device:
         return self._enrolled(result)
 
     def reject(self, person_id: str, unknown_id: str | None, track_id: int | None) -> dict[str, Any]:
+        source: SampleSource
         if unknown_id is not None:
             vectors = self.spool.samples(unknown_id)
             source = "unknown"
@@ -90,7 +92,7 @@ class Device:
         # One negative (the mean direction) per report keeps the negatives from outnumbering positives.
         mean = vectors.mean(axis=0)
         mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        sample_id = self.db.add_negative(person_id, mean.astype(np.float32), source=source)  # type: ignore[arg-type]
+        sample_id = self.db.add_negative(person_id, mean.astype(np.float32), source=source)
         return {"person": self.db.get(person_id).to_json(), "negative_sample_id": sample_id}
 
     def ignore_unknown(self, unknown_id: str) -> dict[str, Any]:
