@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -230,9 +231,7 @@ class MqttLink:
         client.on_subscribe = _guard(self._handle_subscribe)
         client.on_publish = _guard(lambda _c, _u, mid, reason, _p: self._delivery.acknowledged(mid, reason))
         client.on_message = _guard(self._handle_message)
-        # paho reports a dropped socket at its ERROR level; we log the disconnect ourselves, so its
-        # chatter goes to DEBUG where ``-v`` shows it.
-        client.on_log = lambda _c, _u, _level, buf: _PAHO_LOGGER.debug("%s", buf)
+        client.on_log = _guard(self._handle_log)
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             client.connect_async(self.host, self.port, cfg.keepalive_s, clean_start=True)
         else:
@@ -245,14 +244,7 @@ class MqttLink:
         self, client: mqtt.Client, _userdata: Any, _flags: mqtt.ConnectFlags, reason: ReasonCode, _props: Any
     ) -> None:
         if reason.is_failure:
-            if self._refused != str(reason):
-                _LOGGER.error(
-                    "MQTT: broker %s:%d refused the connection: %s (check username/password and ACL); retrying",
-                    self.host,
-                    self.port,
-                    reason,
-                )
-            self._refused = str(reason)
+            self._report_refusal(str(reason), "check username/password and ACL")
             return
         self._refused = None
         self._warned_unreachable = False
@@ -272,6 +264,11 @@ class MqttLink:
             self._on_connection(True)
 
     def _handle_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` without passing the error on. A failed TLS
+        # handshake means the broker was reached but not trusted (or did not trust us): not "unreachable".
+        if isinstance(error := sys.exc_info()[1], ssl.SSLError):
+            self._report_tls_refusal(error)
+            return
         if not self._warned_unreachable:
             _LOGGER.warning(
                 "MQTT: cannot reach broker %s:%d; retrying (backoff up to %gs)",
@@ -282,6 +279,26 @@ class MqttLink:
             self._warned_unreachable = True
         else:
             _LOGGER.debug("MQTT: broker %s:%d still unreachable", self.host, self.port)
+
+    def _handle_log(self, _client: mqtt.Client, _userdata: Any, _level: int, buf: str) -> None:
+        # paho reports a dropped socket at its ERROR level; we log the disconnect ourselves, so its
+        # chatter goes to DEBUG where ``-v`` shows it.
+        _PAHO_LOGGER.debug("%s", buf)
+        # Under TLS 1.3 a broker rejects a missing or untrusted client certificate only after the
+        # handshake, on the first read; paho then logs from inside its ``except`` and just reconnects.
+        if isinstance(error := sys.exc_info()[1], ssl.SSLError) and not self._closing and not self.connected:
+            self._report_tls_refusal(error)
+
+    def _report_tls_refusal(self, error: ssl.SSLError) -> None:
+        self._report_refusal(f"TLS: {error}", "check tls.ca_file, tls.cert_file and tls.key_file")
+
+    def _report_refusal(self, reason: str, hint: str) -> None:
+        """Log a refusal at ERROR once per distinct reason; ``wait_connected`` quotes the latest."""
+        if self._refused != reason:
+            _LOGGER.error(
+                "MQTT: broker %s:%d refused the connection: %s (%s); retrying", self.host, self.port, reason, hint
+            )
+        self._refused = reason
 
     def _handle_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags, reason: ReasonCode, _props: Any
