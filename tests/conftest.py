@@ -237,3 +237,14 @@ def _no_error_logs(request: pytest.FixtureRequest) -> Iterator[None]:
     if handler.records and request.node.get_closest_marker("expect_errors") is None:
         lines = [f"{r.name}: {r.getMessage()}" for r in handler.records]
         raise AssertionError("unexpected ERROR log records:\n" + "\n".join(lines))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """In-process CLI runs configure logging on the test's captured stderr; undo it after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)

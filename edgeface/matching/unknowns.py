@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgeface.config import UnknownsConfig
 from edgeface.data import FloatArray
 from edgeface.errors import CommandError
 from edgeface.matching.atomic import write_atomic, write_bytes_atomic
@@ -128,6 +129,22 @@ class UnknownSpool:
         self._load()
 
     # --- public API ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, directory: Path, config: UnknownsConfig, match_threshold: float, model_id: str, *, keep_snapshots: bool
+    ) -> UnknownSpool:
+        """The spool as configured; sightings cluster at ``cluster_threshold``, else the match threshold."""
+        threshold = config.cluster_threshold if config.cluster_threshold is not None else match_threshold
+        return cls(
+            directory,
+            ttl_s=config.ttl_s,
+            max_clusters=config.max_clusters,
+            samples_per_cluster=config.samples_per_cluster,
+            threshold=threshold,
+            keep_snapshots=keep_snapshots,
+            model_id=model_id,
+        )
 
     def observe(self, vector: FloatArray, now: float, snapshot_jpeg: bytes | None = None) -> UnknownSighting:
         """Add one unknown embedding seen at wall time ``now``."""

@@ -38,6 +38,7 @@ from edgeface.mqtt.discovery import Discovery, DiscoveryBuilder
 from edgeface.mqtt.link import MqttLink, encode_payload
 from edgeface.mqtt.signing import Verifier, load_keys
 from edgeface.mqtt.topics import Topics
+from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline
 from edgeface.service.device import Device
 from edgeface.service.reload import FileWatcher
@@ -123,15 +124,11 @@ class Daemon:
         )
         if db.fallback_from is not None:
             _LOGGER.warning("database %s could not be read; running on backup %s", s.db_path, db.fallback_from)
-        match_threshold = s.decision.match_threshold or embedder.default_threshold
-        spool = UnknownSpool(
-            s.spool_dir,
-            ttl_s=s.unknowns.ttl_s,
-            max_clusters=s.unknowns.max_clusters,
-            samples_per_cluster=s.unknowns.samples_per_cluster,
-            threshold=s.unknowns.cluster_threshold or match_threshold,
-            keep_snapshots=s.unknowns.snapshots,
-            model_id=embedder.model_id,
+        # The same resolution the pipeline makes: enrollment's duplicate check and unknown clustering
+        # use the match threshold in force.
+        match_threshold = Thresholds.resolve(s.decision, embedder.default_threshold).match
+        spool = UnknownSpool.from_config(
+            s.spool_dir, s.unknowns, match_threshold, embedder.model_id, keep_snapshots=s.unknowns.snapshots
         )
         stack.callback(spool.flush)
         # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range

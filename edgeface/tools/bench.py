@@ -33,6 +33,7 @@ from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt import events
 from edgeface.mqtt.link import MqttLink
 from edgeface.mqtt.topics import Topics
+from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline, snapshot_lookup
 from edgeface.sources.base import open_source
 from edgeface.tools import metrics
@@ -116,16 +117,8 @@ def _replay_matches(db: FaceDatabase, settings: Settings, vectors: list[FloatArr
 
 def _spool(directory: Path, settings: Settings, embedder: TimedEmbedder) -> UnknownSpool:
     """The unknowns spool as the daemon configures it (without snapshots)."""
-    threshold = settings.decision.match_threshold or embedder.default_threshold
-    return UnknownSpool(
-        directory,
-        ttl_s=settings.unknowns.ttl_s,
-        max_clusters=settings.unknowns.max_clusters,
-        samples_per_cluster=settings.unknowns.samples_per_cluster,
-        threshold=settings.unknowns.cluster_threshold or threshold,
-        keep_snapshots=False,
-        model_id=embedder.model_id,
-    )
+    threshold = Thresholds.resolve(settings.decision, embedder.default_threshold).match
+    return UnknownSpool.from_config(directory, settings.unknowns, threshold, embedder.model_id, keep_snapshots=False)
 
 
 def _connect(stack: contextlib.ExitStack, settings: Settings, topics: Topics, address: BrokerAddress) -> MqttLink:
