@@ -58,7 +58,9 @@ def register(sub: Any) -> None:
     p = action("enroll", "enroll NAME from photos (adds to the person if NAME exists)", _enroll)
     p.add_argument("name", metavar="NAME")
     p.add_argument("images", metavar="IMG", type=Path, nargs="+", help="photo files, one face each")
-    p.add_argument("--meta", type=_json_object, help="metadata JSON object, e.g. '{\"access\": true}'")
+    p.add_argument(
+        "--metadata", "--meta", dest="meta", type=_json_object, help="metadata JSON object, e.g. '{\"access\": true}'"
+    )
     p.add_argument("--force", action="store_true", help="enroll even if a face matches another person")
     p = action("import", "enroll a folder: one subfolder (or one image file) per person", _import)
     p.add_argument("folder", metavar="DIR", type=Path)
