@@ -260,3 +260,32 @@ def test_corrupt_database_falls_back_to_backup_and_says_so(
         thread.join(60)
         stop.set()
     assert not thread.is_alive()
+
+
+def test_home_assistant_discovery_follows_the_database(
+    tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe, analyzer: FaceAnalyzer
+) -> None:
+    obama_id = _enroll(tmp_path, analyzer, "Barack Obama", samples_dir / "obama.jpg", {})
+    replay = _replay(tmp_path, samples_dir, "obama2.jpg")
+    settings = _settings(
+        tmp_path,
+        mosquitto.port,
+        replay,
+        device={"id": "hall"},
+        source={"realtime": True, "loop": True},
+        mqtt={"discovery": True, "discovery_prefix": "ha-test"},
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=Daemon(settings, None, stop).run, name="test-daemon")
+    thread.start()
+    try:
+        sensor = mqtt_probe.wait_json("ha-test/sensor/hall/last_person/config", timeout=60)
+        assert sensor["state_topic"] == "edgeface/hall/recognition"
+        assert sensor["availability_topic"] == "edgeface/hall/status"
+        presence = mqtt_probe.wait_json(f"ha-test/binary_sensor/hall/presence_{obama_id}/config")
+        assert presence["name"] == "Barack Obama"
+        assert presence["state_topic"] == f"edgeface/hall/presence/{obama_id}"
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
