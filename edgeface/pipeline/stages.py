@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,10 @@ from edgeface.pipeline.workers import (
 )
 from edgeface.sources.base import FrameSource
 from edgeface.vision import quality
+
+if TYPE_CHECKING:
+    from edgeface.matching.db import FaceDatabase
+    from edgeface.vision.analyzer import FaceAnalyzer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -175,6 +179,25 @@ class Pipeline:
     @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
+
+    @classmethod
+    def from_analyzer(
+        cls, source: FrameSource, vision: FaceAnalyzer, database: FaceDatabase, **options: Any
+    ) -> Pipeline:
+        """A pipeline over one analyzer's models and one database; ``options`` are the keyword arguments above.
+
+        Each match reads the database's current snapshot, and a grant reads the person's metadata then.
+        """
+        return cls(
+            source,
+            vision.detector,
+            vision.landmarker,
+            vision.embedder,
+            aligner=vision.aligner,
+            snapshot_provider=database.snapshot,
+            metadata_provider=lambda person_id: database.get(person_id).metadata,
+            **options,
+        )
 
     def start(self) -> None:
         """Open the source (SourceError propagates: fail fast) and start the threads, last stage first."""

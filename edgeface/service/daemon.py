@@ -192,14 +192,10 @@ class Daemon:
                 self._publish_state(running_box[0])
 
         pipeline_stop = threading.Event()
-        pipeline = Pipeline(
+        pipeline = Pipeline.from_analyzer(
             source,
-            analyzer.detector,
-            analyzer.landmarker,
-            embedder,
-            aligner=analyzer.aligner,
-            snapshot_provider=db.snapshot,
-            metadata_provider=lambda person_id: db.get(person_id).metadata,
+            analyzer,
+            db,
             spool=spool,
             liveness=build_policy(s.liveness),
             source_config=s.source,

@@ -34,14 +34,10 @@ def vision() -> Iterator[FaceAnalyzer]:
 
 def run(source: FrameSource, vision: FaceAnalyzer, database: FaceDatabase) -> list[Decision]:
     decisions: list[Decision] = []
-    pipeline = Pipeline(
+    pipeline = Pipeline.from_analyzer(
         source,
-        vision.detector,
-        vision.landmarker,
-        vision.embedder,
-        aligner=vision.aligner,
-        snapshot_provider=database.snapshot,
-        metadata_provider=lambda pid: database.get(pid).metadata,
+        vision,
+        database,
         liveness=build_policy(LivenessConfig(mode="any", window_s=3.0)),
         source_config=SourceConfig(realtime=False, loop=False),
         decision_config=DecisionConfig(votes=3, embed_interval_s=0.1),

@@ -49,14 +49,10 @@ def test_a_stranger_enrolled_while_at_the_door_is_recognised_on_the_same_track(
             database.add_person("Barack Obama", {"access": True}, vectors, source="track")
             enrolled.set()
 
-    pipeline = Pipeline(
+    pipeline = Pipeline.from_analyzer(
         FolderSource(folder, hold_frames=40, fps=FPS),
-        vision.detector,
-        vision.landmarker,
-        vision.embedder,
-        aligner=vision.aligner,
-        snapshot_provider=database.snapshot,
-        metadata_provider=lambda pid: database.get(pid).metadata,
+        vision,
+        database,
         source_config=SourceConfig(realtime=False, loop=False),
         decision_config=DecisionConfig(votes=3, embed_interval_s=0.1),
         pipeline_config=PipelineConfig(queue_size=2),

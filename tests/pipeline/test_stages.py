@@ -76,14 +76,10 @@ def build(
     spool: UnknownSpool | None = None,
     on_decision: Callable[[Decision], None] | None = None,
 ) -> Pipeline:
-    return Pipeline(
+    return Pipeline.from_analyzer(
         source,
-        vision.detector,
-        vision.landmarker,
-        vision.embedder,
-        aligner=vision.aligner,
-        snapshot_provider=database.snapshot,
-        metadata_provider=lambda pid: database.get(pid).metadata,
+        vision,
+        database,
         spool=spool,
         source_config=source_config,
         decision_config=decision or DecisionConfig(votes=3, embed_interval_s=0.1),
