@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -61,6 +62,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "dev" / "pairs.csv").is_file():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def replay_folder(tmp_path: Path, samples_dir: Path, *names: str) -> Path:
+    """A folder replaying these sample photos in this order (named so that they sort that way)."""
+    folder = tmp_path / "replay"
+    folder.mkdir()
+    for i, name in enumerate(names):
+        shutil.copy(samples_dir / name, folder / f"{i:02d}_{name}")
+    return folder
 
 
 # --- a real broker -------------------------------------------------------------------------
@@ -149,15 +159,25 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class MqttProbe:
     """A real paho client subscribed to a filter; messages land in a queue for ``wait_for``."""
 
-    def __init__(self, port: int, topic_filter: str = "#") -> None:
+    def __init__(
+        self,
+        port: int,
+        topic_filter: str = "#",
+        *,
+        protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
+        host: str = "127.0.0.1",
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.seen: list[mqtt.MQTTMessage] = []
         subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
+        if tls_context is not None:
+            self.client.tls_set_context(tls_context)
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.on_connect = lambda c, *_a: c.subscribe(topic_filter, qos=1)
-        self.client.connect("127.0.0.1", port)
+        self.client.connect(host, port)
         self.client.loop_start()
         if not subscribed.wait(10):
             raise TimeoutError("probe could not subscribe")

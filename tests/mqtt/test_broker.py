@@ -18,6 +18,7 @@ import pytest
 
 from edgeface.errors import BrokerError
 from edgeface.mqtt.broker import PROTOCOL, EmbeddedBroker
+from tests.conftest import MqttProbe
 from tests.memory_device import running_device
 
 
@@ -29,32 +30,9 @@ def embedded() -> Iterator[EmbeddedBroker]:
     broker.stop()
 
 
-class Probe311:
-    """A paho 3.1.1 subscriber (amqtt refuses MQTT v5)."""
-
-    def __init__(self, port: int, topic_filter: str) -> None:
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
-        self.client.on_subscribe = lambda *_a: subscribed.set()
-        self.client.on_connect = lambda c, *_a: c.subscribe(topic_filter, qos=1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert subscribed.wait(10)
-
-    def wait_for(self, topic: str, payload: bytes | None = None, timeout: float = 10.0) -> mqtt.MQTTMessage:
-        while True:
-            msg = self.messages.get(timeout=timeout)
-            if msg.topic == topic and (payload is None or msg.payload == payload):
-                return msg
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def probe311(port: int, topic_filter: str) -> MqttProbe:
+    """The shared probe speaking MQTT 3.1.1 (amqtt refuses MQTT v5)."""
+    return MqttProbe(port, topic_filter, protocol=mqtt.MQTTv311)
 
 
 def test_port_zero_picks_a_free_port_and_stop_joins() -> None:
@@ -62,7 +40,7 @@ def test_port_zero_picks_a_free_port_and_stop_joins() -> None:
     broker.start()
     try:
         assert broker.port > 0
-        Probe311(broker.port, "t/#").close()
+        probe311(broker.port, "t/#").close()
     finally:
         broker.stop()
     assert not any(t.name == "mqtt-broker" for t in threading.enumerate())
@@ -76,12 +54,12 @@ def test_busy_port_is_a_broker_error(embedded: EmbeddedBroker) -> None:
 
 
 def test_publish_subscribe_and_retained(embedded: EmbeddedBroker) -> None:
-    live = Probe311(embedded.port, "t/#")
+    live = probe311(embedded.port, "t/#")
     try:
         live.publish("t/event", b"1")
         assert live.wait_for("t/event").payload == b"1"
         live.publish("t/state", b"retained", retain=True)
-        late = Probe311(embedded.port, "t/state")
+        late = probe311(embedded.port, "t/state")
         try:
             msg = late.wait_for("t/state")
             assert (msg.payload, msg.retain) == (b"retained", True)
@@ -124,16 +102,16 @@ threading.Event().wait()
 def test_link_status_and_last_will(embedded: EmbeddedBroker) -> None:
     device = f"amqtt-{uuid.uuid4().hex[:6]}"
     status = f"edgeface/{device}/status"
-    probe = Probe311(embedded.port, status)
+    probe = probe311(embedded.port, status)
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(embedded.port), device], stderr=subprocess.DEVNULL)
     try:
-        probe.wait_for(status, b"online", timeout=20)
+        probe.wait_for(status, 20, lambda m: m.payload == b"online")
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
     try:
-        probe.wait_for(status, b"offline", timeout=15)
-        late = Probe311(embedded.port, status)
+        probe.wait_for(status, 15, lambda m: m.payload == b"offline")
+        late = probe311(embedded.port, status)
         try:
             assert late.wait_for(status).retain is True
         finally:
@@ -143,10 +121,10 @@ def test_link_status_and_last_will(embedded: EmbeddedBroker) -> None:
 
 
 def test_commands_over_the_embedded_broker(embedded: EmbeddedBroker) -> None:
-    probe = Probe311(embedded.port, "edgeface/#")
+    probe = probe311(embedded.port, "edgeface/#")
     try:
         with running_device(embedded.port, protocol=PROTOCOL) as dev:
-            probe.wait_for(dev.topics.status, b"online")
+            probe.wait_for(dev.topics.status, 10, lambda m: m.payload == b"online")
             probe.publish(dev.topics.command("status"), json.dumps({"request_id": "a1"}).encode())
             reply = json.loads(probe.wait_for(dev.topics.reply("a1")).payload)
             assert reply == {"ok": True, "request_id": "a1", "verb": "status", "persons": 0, "fps": 0.0}
@@ -154,6 +132,6 @@ def test_commands_over_the_embedded_broker(embedded: EmbeddedBroker) -> None:
                 dev.link.publish(dev.topics.recognition, {"n": n})
             got = [json.loads(probe.wait_for(dev.topics.recognition).payload)["n"] for _ in range(20)]
             assert got == list(range(20))
-        assert probe.wait_for(dev.topics.status, b"offline").payload == b"offline"
+        assert probe.wait_for(dev.topics.status, 10, lambda m: m.payload == b"offline").payload == b"offline"
     finally:
         probe.close()

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import shutil
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edgeface.config import TlsConfig
@@ -118,27 +115,14 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[
     yield from _broker(tmp_path_factory, pki, require_certificate=True)
 
 
-class TlsProbe(MqttProbe):
-    """conftest's probe over TLS; its ``__init__`` connects in plain TCP, so the connection is made here."""
-
-    def __init__(self, port: int, context: ssl.SSLContext, topic_filter: str = "edgeface/#") -> None:
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.seen: list[mqtt.MQTTMessage] = []
-        subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.tls_set_context(context)
-        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
-        self.client.on_subscribe = lambda *_a: subscribed.set()
-        self.client.on_connect = lambda c, *_a: c.subscribe(topic_filter, qos=1)
-        self.client.connect("localhost", port)  # the DNS SAN; the link below uses the IP one
-        self.client.loop_start()
-        if not subscribed.wait(10):
-            raise TimeoutError("TLS probe could not subscribe")
+def _tls_probe(port: int, context: ssl.SSLContext, topic_filter: str = "edgeface/#") -> MqttProbe:
+    # "localhost" exercises the certificate's DNS SAN; the link under test uses the IP one.
+    return MqttProbe(port, topic_filter, host="localhost", tls_context=context)
 
 
 @pytest.fixture
 def tls_probe(tls_broker: Broker, pki: Pki) -> Iterator[MqttProbe]:
-    probe = TlsProbe(tls_broker.port, ssl.create_default_context(cafile=pki["ca.crt"]))
+    probe = _tls_probe(tls_broker.port, ssl.create_default_context(cafile=pki["ca.crt"]))
     yield probe
     probe.close()
 
@@ -156,7 +140,7 @@ def test_link_over_tls_goes_online_and_round_trips_a_command(
     with running_link(tls_broker.port, tls=TlsConfig(ca_file=pki["ca.crt"])) as h:
         h.link.wait_connected(10)
         tls_probe.wait_for(h.topics.status, predicate=lambda m: m.payload == b"online")
-        late = TlsProbe(tls_broker.port, ssl.create_default_context(cafile=pki["ca.crt"]), h.topics.status)
+        late = _tls_probe(tls_broker.port, ssl.create_default_context(cafile=pki["ca.crt"]), h.topics.status)
         try:
             retained = late.wait_for(h.topics.status)
             assert (retained.payload, retained.retain) == (b"online", True)
@@ -200,7 +184,7 @@ def test_mutual_tls_with_the_client_certificate(mtls_broker: Broker, pki: Pki) -
     tls = TlsConfig(ca_file=pki["ca.crt"], cert_file=pki["client.crt"], key_file=pki["client.key"])
     with running_link(mtls_broker.port, tls=tls) as h:
         h.link.wait_connected(10)
-        probe = TlsProbe(mtls_broker.port, _client_context(pki), h.topics.status)
+        probe = _tls_probe(mtls_broker.port, _client_context(pki), h.topics.status)
         try:
             assert probe.wait_for(h.topics.status).payload == b"online"
         finally:

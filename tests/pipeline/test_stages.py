@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,8 +17,9 @@ from edgeface.matching.unknowns import UnknownSpool
 from edgeface.pipeline.stages import Pipeline
 from edgeface.sources import FolderSource, FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
+from tests.conftest import replay_folder
 
-STAGES = ["capture:door", "detect", "track", "embed", "decide"]
+STAGES = ["capture:replay", "detect", "track", "embed", "decide"]
 
 
 class Vision(FaceAnalyzer):
@@ -91,15 +91,6 @@ def build(
     )
 
 
-def door(tmp_path: Path, samples_dir: Path, *names: str) -> Path:
-    """A folder replaying these photos in this order (named so that they sort that way)."""
-    folder = tmp_path / "door"
-    folder.mkdir()
-    for i, name in enumerate(names):
-        shutil.copy(samples_dir / name, folder / f"{i:02d}_{name}")
-    return folder
-
-
 def test_recognises_an_enrolled_person_and_spools_a_stranger(
     tmp_path: Path, samples_dir: Path, face_image: Callable[[str], ImageArray], vision: Vision, database: FaceDatabase
 ) -> None:
@@ -112,7 +103,7 @@ def test_recognises_an_enrolled_person_and_spools_a_stranger(
         threshold=vision.embedder.default_threshold,
         keep_snapshots=False,
     )
-    source = FolderSource(door(tmp_path, samples_dir, "obama2.jpg", "biden.jpg"), hold_frames=12, fps=10)
+    source = FolderSource(replay_folder(tmp_path, samples_dir, "obama2.jpg", "biden.jpg"), hold_frames=12, fps=10)
     recorder = Recorder()
     pipeline = build(
         source, vision, database, recorder, source_config=SourceConfig(realtime=False, loop=False), spool=spool
@@ -153,7 +144,7 @@ def test_recognises_an_enrolled_person_and_spools_a_stranger(
 def test_empty_database_makes_everyone_unknown(
     tmp_path: Path, samples_dir: Path, vision: Vision, database: FaceDatabase
 ) -> None:
-    source = FolderSource(door(tmp_path, samples_dir, "obama.jpg"), hold_frames=6, fps=10)
+    source = FolderSource(replay_folder(tmp_path, samples_dir, "obama.jpg"), hold_frames=6, fps=10)
     recorder = Recorder()
     pipeline = build(source, vision, database, recorder, source_config=SourceConfig(realtime=False, loop=False))
     pipeline.start()
@@ -166,7 +157,7 @@ def test_a_slow_consumer_drops_frames_but_never_grows_a_queue(
     tmp_path: Path, samples_dir: Path, face_image: Callable[[str], ImageArray], vision: Vision, database: FaceDatabase
 ) -> None:
     database.add_person("Barack Obama", None, [vision.embed_photo(face_image("obama.jpg"))])
-    folder = door(tmp_path, samples_dir, "obama2.jpg", "biden.jpg", "obama3.jpg")
+    folder = replay_folder(tmp_path, samples_dir, "obama2.jpg", "biden.jpg", "obama3.jpg")
     # Live-like: a looping replay paced in real time, each photo a new track (and a new decision).
     source = FolderSource(folder, hold_frames=6, fps=30)
     recorder = Recorder()

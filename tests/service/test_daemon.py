@@ -24,7 +24,7 @@ from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.service.daemon import Daemon
 from edgeface.vision.analyzer import FaceAnalyzer
-from tests.conftest import REPO, Broker, MqttProbe
+from tests.conftest import REPO, Broker, MqttProbe, replay_folder
 
 pytestmark = pytest.mark.slow
 
@@ -54,19 +54,11 @@ def _settings(state_dir: Path, port: int, replay: Path, **sections: dict[str, ob
     return load_settings(None, **base)
 
 
-def _replay(tmp_path: Path, samples_dir: Path, *names: str) -> Path:
-    folder = tmp_path / "replay"
-    folder.mkdir()
-    for i, name in enumerate(names):
-        shutil.copy(samples_dir / name, folder / f"{i:02d}_{name}")
-    return folder
-
-
 def test_replay_recognises_enrolled_person_and_reports_stranger(
     tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe, analyzer: FaceAnalyzer
 ) -> None:
     obama_id = _enroll(tmp_path, analyzer, "Barack Obama", samples_dir / "obama.jpg", {"access": True})
-    replay = _replay(tmp_path, samples_dir, "obama2.jpg", "biden.jpg")
+    replay = replay_folder(tmp_path, samples_dir, "obama2.jpg", "biden.jpg")
     stop = threading.Event()
     daemon = Daemon(_settings(tmp_path, mosquitto.port, replay), None, stop)
     thread = threading.Thread(target=daemon.run, name="test-daemon")
@@ -148,7 +140,7 @@ def _config_file(tmp_path: Path, port: int, replay: Path) -> Path:
 
 
 def test_hard_kill_fires_last_will(tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe) -> None:
-    config = _config_file(tmp_path, mosquitto.port, _replay(tmp_path, samples_dir, "obama.jpg"))
+    config = _config_file(tmp_path, mosquitto.port, replay_folder(tmp_path, samples_dir, "obama.jpg"))
     proc = _spawn(["run", "--quiet", "--config", str(config)], dict(os.environ))
     try:
         mqtt_probe.wait_for("edgeface/door/status", timeout=60, predicate=lambda m: m.payload == b"online")
@@ -167,7 +159,7 @@ def test_hard_kill_fires_last_will(tmp_path: Path, samples_dir: Path, mosquitto:
 
 
 def test_systemd_notify_protocol_and_sigterm(tmp_path: Path, samples_dir: Path, mosquitto: Broker) -> None:
-    config = _config_file(tmp_path, mosquitto.port, _replay(tmp_path, samples_dir, "obama.jpg"))
+    config = _config_file(tmp_path, mosquitto.port, replay_folder(tmp_path, samples_dir, "obama.jpg"))
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
@@ -249,7 +241,7 @@ def test_corrupt_database_falls_back_to_backup_and_says_so(
     _enroll(tmp_path, analyzer, "Joe Biden", samples_dir / "biden.jpg", {})  # the first save is now a backup
     db_file = tmp_path / "faces.npz"
     db_file.write_bytes(db_file.read_bytes()[:100])  # truncated, as after a power cut without our protocol
-    replay = _replay(tmp_path, samples_dir, "obama2.jpg")
+    replay = replay_folder(tmp_path, samples_dir, "obama2.jpg")
     stop = threading.Event()
     thread = threading.Thread(target=Daemon(_settings(tmp_path, mosquitto.port, replay), None, stop).run)
     thread.start()
@@ -266,7 +258,7 @@ def test_home_assistant_discovery_follows_the_database(
     tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe, analyzer: FaceAnalyzer
 ) -> None:
     obama_id = _enroll(tmp_path, analyzer, "Barack Obama", samples_dir / "obama.jpg", {})
-    replay = _replay(tmp_path, samples_dir, "obama2.jpg")
+    replay = replay_folder(tmp_path, samples_dir, "obama2.jpg")
     settings = _settings(
         tmp_path,
         mosquitto.port,
