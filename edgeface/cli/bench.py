@@ -28,6 +28,16 @@ def _csv_ints(text: str) -> list[int]:
     return values
 
 
+def _far(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a false accept rate such as 1e-3, got {text!r}") from exc
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a target false accept rate is between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def _csv_names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -83,9 +93,15 @@ def _register_eval(sub: Any) -> None:
         "eval",
         help="verification / identification accuracy on a labelled set",
         description="Encode a labelled set with each model and report faces found, accuracy at the "
-        "model's threshold, the best threshold, TAR at FAR 1e-2/1e-3, EER and (folder sets) rank-1.",
+        "model's threshold, the best threshold, TAR at FAR 1e-2/1e-3/1e-4, EER, (folder sets) rank-1 and, "
+        "when the pairs have a fold column, k-fold accuracy (each fold at the best threshold of the others).",
     )
-    parser.add_argument("dataset", type=Path, help="a pairs.csv (file_a,file_b,same) or a folder per person")
+    parser.add_argument(
+        "dataset",
+        type=Path,
+        nargs="+",
+        help="a pairs.csv (file_a,file_b,same[,fold]), several merged into one set, or a folder per person",
+    )
     parser.add_argument("--config", type=Path, help="TOML settings (vision section)")
     parser.add_argument(
         "--models",
@@ -93,6 +109,18 @@ def _register_eval(sub: Any) -> None:
         help="comma-separated embedder ids and/or 'dlib' (default: every embedder, and dlib when installed)",
     )
     parser.add_argument("--threads", type=int, help="interpreter threads per model (default: vision.threads)")
+    parser.add_argument(
+        "--target-far",
+        type=_far,
+        action="append",
+        default=[],
+        help="print the threshold reaching this false accept rate (repeatable), e.g. 1e-3",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep each image's vector in this folder and reuse it while the pipeline is unchanged",
+    )
     parser.add_argument("--json", type=Path, help="write the full report as JSON here")
     parser.add_argument("--plot", type=Path, help="draw the ROC curves into this PNG (needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,12 +150,16 @@ def _eval(args: argparse.Namespace) -> int:
     from edgeface.tools.encoders import create_encoders, default_models
 
     vision = _settings(args).vision
-    dataset = load_dataset(args.dataset)
+    dataset = load_dataset(*args.dataset)
     model_ids = args.models or default_models(vision.models_dir)
     encoders = create_encoders(vision, model_ids)
-    reports = [evaluation.evaluate(e, dataset, show_progress=not args.quiet) for e in encoders]
+    reports = [
+        evaluation.evaluate(e, dataset, show_progress=not args.quiet, cache_dir=args.cache, target_fars=args.target_far)
+        for e in encoders
+    ]
     kind = "pairs" if isinstance(dataset, PairSet) else "folder per person"
-    print(f"dataset: {dataset.source} ({kind}, {len(dataset.images)} images)")
+    names = " + ".join(map(str, dataset.sources)) if isinstance(dataset, PairSet) else str(dataset.source)
+    print(f"dataset: {names} ({kind}, {len(dataset.images)} images)")
     print(evaluation.format_table(reports))
     if args.json:
         _write_json(args.json, evaluation.report_json(reports, dataset))

@@ -1,8 +1,13 @@
-"""Labelled evaluation sets: a ``pairs.csv`` (file_a,file_b,same) or a folder per person."""
+"""Labelled evaluation sets: a ``pairs.csv`` (file_a,file_b,same[,fold]) or a folder per person.
+
+The optional ``fold`` column (a whole number >= 1 on every row, at least two different values)
+marks the folds of the standard k-fold protocol, e.g. LFW View 2's ten.
+"""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +15,7 @@ from edgeface.errors import EdgefaceError
 from edgeface.sources.uri import IMAGE_SUFFIXES
 
 PAIRS_HEADER = ("file_a", "file_b", "same")
+FOLD_COLUMN = "fold"
 # Folders starting with these hold unlabelled material (group photos, variants, negatives) by convention.
 SKIP_PREFIXES = ("_", ".")
 
@@ -23,14 +29,26 @@ class Pair:
     a: Path
     b: Path
     same: bool
+    fold: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PairSet:
-    """Verification pairs with absolute image paths."""
+    """Verification pairs with absolute image paths, read from one or more csv files."""
 
     source: Path
     pairs: tuple[Pair, ...]
+    more_sources: tuple[Path, ...] = ()
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        return (self.source, *self.more_sources)
+
+    @property
+    def folds(self) -> list[int] | None:
+        """The fold of every pair, or None when the set has no ``fold`` column."""
+        folds = [p.fold for p in self.pairs]
+        return None if any(f is None for f in folds) else [f for f in folds if f is not None]
 
     @property
     def images(self) -> list[Path]:
@@ -63,31 +81,68 @@ def _parse_same(value: str, where: str) -> bool:
     raise DatasetError(f"{where}: 'same' must be 1/0 or true/false, got {value!r}")
 
 
+def _parse_fold(value: str, where: str) -> int:
+    text = value.strip()
+    fix = "write the fold number (1, 2, ...) of every pair, or drop the column for a set without folds"
+    try:
+        fold = int(text)
+    except ValueError as exc:
+        raise DatasetError(f"{where}: unknown fold {value!r}; {fix}") from exc
+    if fold < 1:
+        raise DatasetError(f"{where}: unknown fold {value!r}; {fix}")
+    return fold
+
+
 def load_pairs(path: Path) -> PairSet:
-    """Read ``file_a,file_b,same`` rows; file paths are relative to the csv's folder."""
+    """Read ``file_a,file_b,same[,fold]`` rows; file paths are relative to the csv's folder."""
     root = path.parent
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
     except OSError as exc:
         raise DatasetError(f"pairs file {path} cannot be read: {exc.strerror}") from exc
-    if not rows or tuple(c.strip() for c in rows[0]) != PAIRS_HEADER:
-        raise DatasetError(f"pairs file {path}: first line must be {','.join(PAIRS_HEADER)}")
+    header = tuple(c.strip() for c in rows[0]) if rows else ()
+    if header not in (PAIRS_HEADER, (*PAIRS_HEADER, FOLD_COLUMN)):
+        raise DatasetError(
+            f"pairs file {path}: first line must be {','.join(PAIRS_HEADER)} or {','.join(PAIRS_HEADER)},{FOLD_COLUMN}"
+        )
+    columns = len(header)
     pairs = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
         where = f"pairs file {path} line {line}"
-        if len(row) != 3:
-            raise DatasetError(f"{where}: expected 3 columns, got {len(row)}")
+        if len(row) != columns:
+            raise DatasetError(f"{where}: expected {columns} columns, got {len(row)}")
         a, b = root / row[0].strip(), root / row[1].strip()
         for image in (a, b):
             if not image.is_file():
                 raise DatasetError(f"{where}: image {image} does not exist")
-        pairs.append(Pair(a, b, _parse_same(row[2], where)))
+        fold = _parse_fold(row[3], where) if columns == 4 else None
+        pairs.append(Pair(a, b, _parse_same(row[2], where), fold))
     if not any(p.same for p in pairs) or all(p.same for p in pairs):
         raise DatasetError(f"pairs file {path}: needs at least one same-person and one different-person pair")
+    if columns == 4 and len({p.fold for p in pairs}) < 2:
+        raise DatasetError(
+            f"pairs file {path}: every pair is in fold {pairs[0].fold}; k-fold needs at least two folds "
+            "(or drop the fold column)"
+        )
     return PairSet(path, tuple(pairs))
+
+
+def merge_pairs(sets: Sequence[PairSet]) -> PairSet:
+    """Several pairs files evaluated as one set (e.g. LFW View 1 train + test); folds must not be mixed."""
+    with_folds = [s.source for s in sets if s.folds is not None]
+    if with_folds and len(with_folds) != len(sets):
+        raise DatasetError(
+            f"pairs files {', '.join(map(str, with_folds))} have a fold column and the others do not; "
+            "evaluate them separately"
+        )
+    if len(with_folds) > 1:
+        raise DatasetError(
+            f"pairs files {', '.join(map(str, with_folds))} each number their own folds; evaluate them separately"
+        )
+    return PairSet(sets[0].source, tuple(p for s in sets for p in s.pairs), tuple(s.source for s in sets[1:]))
 
 
 def person_folders(root: Path) -> dict[str, tuple[Path, ...]]:
@@ -114,8 +169,14 @@ def load_persons(root: Path) -> PersonSet:
     return PersonSet(root, persons)
 
 
-def load_dataset(path: Path) -> PairSet | PersonSet:
-    """A ``.csv`` file is a pairs list; a directory is a folder-per-person set."""
+def load_dataset(path: Path, *more: Path) -> PairSet | PersonSet:
+    """A ``.csv`` file is a pairs list; a directory is a folder-per-person set; several csv files are merged."""
+    if more:
+        paths = (path, *more)
+        not_csv = [p for p in paths if not (p.is_file() and p.suffix.lower() == ".csv")]
+        if not_csv:
+            raise DatasetError(f"{not_csv[0]}: several data sets can only be pairs .csv files")
+        return merge_pairs([load_pairs(p) for p in paths])
     if path.is_file() and path.suffix.lower() == ".csv":
         return load_pairs(path)
     if path.is_dir():

@@ -14,10 +14,11 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from edgeface import vision as vision_package
 from edgeface.config import VisionConfig
 from edgeface.data import BBox, FloatArray, ImageArray
 from edgeface.errors import ModelError
-from edgeface.tools import metrics, reference
+from edgeface.tools import embcache, metrics, reference
 from edgeface.vision.manifest import load_manifest
 
 Metric = Literal["cosine", "neg_euclidean"]
@@ -47,6 +48,11 @@ class FaceEncoder(Protocol):
         """Score at or above which the pipeline calls two faces the same person."""
         ...
 
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the vectors it produces could: models, settings, code (see ``embcache``)."""
+        ...
+
     def encode(self, image: ImageArray) -> list[EncodedFace]: ...
 
 
@@ -71,6 +77,14 @@ class EdgefaceEncoder:
         self.model_id = model_id
         self.default_threshold = float(spec.default_threshold)
         self.analyzer = FaceAnalyzer.from_config(vision.model_copy(update={"embedder": model_id}))
+        manifest = load_manifest(vision.models_dir)
+        self.fingerprint = embcache.fingerprint(
+            {
+                "models": [m.sha256 for m in manifest.models if m.role != "embedder" or m.id == model_id],
+                "vision": vision.model_dump(exclude={"models_dir", "threads", "embedder"}),
+                "code": embcache.source_digest(Path(__file__), *Path(vision_package.__file__).parent.glob("*.py")),
+            }
+        )
 
     def encode(self, image: ImageArray) -> list[EncodedFace]:
         # The analyzer's steps rather than analyze(): a face FaceMesh rejects still counts as found.
@@ -89,6 +103,9 @@ class ReferenceEncoder:
 
     def __init__(self) -> None:
         self.pipeline = reference.ReferencePipeline()
+        self.fingerprint = embcache.fingerprint(
+            {"dlib": reference.dlib_version(), "code": embcache.source_digest(Path(reference.__file__))}
+        )
 
     def encode(self, image: ImageArray) -> list[EncodedFace]:
         return [EncodedFace(f.bbox, f.descriptor) for f in self.pipeline.analyze(image)]

@@ -5,6 +5,9 @@ either side is scored ``-inf`` (see ``metrics``): detection failures count again
 every model is judged on the same pairs. A folder-per-person set is verified on all its image pairs
 and also identified: the first photo of each person is the gallery (persons with one photo are
 distractors), the others are probes.
+
+A pairs set with a ``fold`` column is also scored by the k-fold protocol (``metrics.kfold_accuracy``),
+and every ``--target-far`` gets its threshold (``metrics.threshold_at_far``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from edgeface.data import FloatArray
 from edgeface.errors import EdgefaceError
 from edgeface.tools import metrics
 from edgeface.tools.dataset import PairSet, PersonSet
+from edgeface.tools.embcache import CachedImage, EmbeddingCache
 from edgeface.tools.encoders import FaceEncoder, largest, score_matrix
 from edgeface.tools.progress import Progress
 
-TARGET_FARS = (1e-2, 1e-3)
+TARGET_FARS = (1e-2, 1e-3, 1e-4)
 # Pairs listed per side in the report's "hardest" block: what to look at when calibrating.
 HARDEST = 5
 IntArray = npt.NDArray[np.intp]
@@ -73,6 +77,9 @@ class ModelReport:
     tar_at_far: dict[str, Point]
     eer: Point
     best_interval: tuple[float, float] = (0.0, 0.0)  # (low, high]: thresholds deciding as ``best``
+    target_far: list[metrics.FarThreshold] = field(default_factory=list)
+    kfold: metrics.KFold | None = None
+    cached_images: int = 0
     hardest: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
     rank1: float | None = None
     rank1_correct: int = 0
@@ -98,32 +105,52 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _encode_all(
-    encoder: FaceEncoder, images: Sequence[Path], root: Path, progress: Progress
-) -> tuple[list[FloatArray | None], list[ImageOutcome], float]:
+# A cache is written back this often (images), so that an interrupted long run keeps its work.
+CACHE_SAVE_EVERY = 500
+
+
+def _encode_one(encoder: FaceEncoder, path: Path) -> CachedImage:
     from edgeface.vision.imageio import load_image
 
+    try:
+        image = load_image(path)
+    except EdgefaceError as exc:
+        return CachedImage(None, 0, 0, 0.0, str(exc))
+    start = time.perf_counter()
+    faces = encoder.encode(image)
+    spent = time.perf_counter() - start
+    best = largest(faces)
+    return CachedImage(
+        None if best is None else best.vector, len(faces), sum(f.vector is not None for f in faces), spent, None
+    )
+
+
+def _encode_all(
+    encoder: FaceEncoder, images: Sequence[Path], root: Path, progress: Progress, cache: EmbeddingCache | None
+) -> tuple[list[FloatArray | None], list[ImageOutcome], float, int]:
+    """Vectors and outcomes of every image, the seconds spent encoding, and how many came from the cache."""
     vectors: list[FloatArray | None] = []
     outcomes: list[ImageOutcome] = []
-    spent = 0.0
+    spent, cached = 0.0, 0
     for i, path in enumerate(images):
         name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-        try:
-            image = load_image(path)
-        except EdgefaceError as exc:
-            vectors.append(None)
-            outcomes.append(ImageOutcome(name, 0, 0, str(exc)))
-            progress.update(i + 1, name)
-            continue
-        start = time.perf_counter()
-        faces = encoder.encode(image)
-        spent += time.perf_counter() - start
-        best = largest(faces)
-        vectors.append(None if best is None else best.vector)
-        outcomes.append(ImageOutcome(name, len(faces), sum(f.vector is not None for f in faces)))
+        entry = cache.get(path) if cache is not None else None
+        if entry is None:
+            entry = _encode_one(encoder, path)
+            if cache is not None:
+                cache.put(path, entry)
+                if (i + 1) % CACHE_SAVE_EVERY == 0:
+                    cache.save()
+        else:
+            cached += 1
+        spent += entry.seconds
+        vectors.append(entry.vector)
+        outcomes.append(ImageOutcome(name, entry.faces, entry.described, entry.error))
         progress.update(i + 1, name)
     progress.close(len(images))
-    return vectors, outcomes, spent
+    if cache is not None:
+        cache.save()
+    return vectors, outcomes, spent, cached
 
 
 def _scores(encoder: FaceEncoder, vectors: Sequence[FloatArray | None]) -> metrics.F64:
@@ -149,12 +176,20 @@ def _pairs_of(dataset: PairSet | PersonSet, images: list[Path]) -> tuple[IntArra
     return a, b, labels[a] == labels[b]
 
 
-def evaluate(encoder: FaceEncoder, dataset: PairSet | PersonSet, *, show_progress: bool = True) -> ModelReport:
-    """Encode the set's images with ``encoder`` and compute every metric."""
+def evaluate(
+    encoder: FaceEncoder,
+    dataset: PairSet | PersonSet,
+    *,
+    show_progress: bool = True,
+    cache_dir: Path | None = None,
+    target_fars: Sequence[float] = (),
+) -> ModelReport:
+    """Encode the set's images with ``encoder`` (reusing ``cache_dir``'s vectors) and compute every metric."""
     images = dataset.images
     root = dataset.source.parent if isinstance(dataset, PairSet) else dataset.source
     progress = Progress(f"eval {encoder.model_id}", len(images), enabled=show_progress)
-    vectors, outcomes, spent = _encode_all(encoder, images, root, progress)
+    cache = EmbeddingCache(cache_dir, encoder.model_id, encoder.fingerprint) if cache_dir is not None else None
+    vectors, outcomes, spent, cached = _encode_all(encoder, images, root, progress, cache)
     full = _scores(encoder, vectors)
     a, b, same = _pairs_of(dataset, images)
     scores = full[a, b]
@@ -183,7 +218,12 @@ def evaluate(encoder: FaceEncoder, dataset: PairSet | PersonSet, *, show_progres
         per_image=outcomes,
         roc_far=curve.far.tolist(),
         roc_tar=curve.tar.tolist(),
+        target_far=[metrics.threshold_at_far(curve, t) for t in target_fars],
+        cached_images=cached,
     )
+    folds = dataset.folds if isinstance(dataset, PairSet) else None
+    if folds is not None:
+        report.kfold = metrics.kfold_accuracy(scores, same, folds)
     if isinstance(dataset, PersonSet):
         _identify(report, dataset, full)
     return report
@@ -222,7 +262,7 @@ def format_table(reports: Sequence[ModelReport]) -> str:
     """The human summary: one row per model."""
     header = (
         f"{'model':<24} {'faces':>7} {'ms/img':>7} {'pairs':>9} {'thr':>7} {'acc@thr':>7} "
-        f"{'best thr':>8} {'best acc':>8} {'TAR@1e-2':>8} {'TAR@1e-3':>8} {'EER':>6} {'rank-1':>6}"
+        f"{'best thr':>8} {'best acc':>8} {'TAR@1e-2':>8} {'TAR@1e-3':>8} {'TAR@1e-4':>8} {'EER':>6} {'rank-1':>6}"
     )
     lines = [header, "-" * len(header)]
     for r in reports:
@@ -230,7 +270,8 @@ def format_table(reports: Sequence[ModelReport]) -> str:
         lines.append(
             f"{r.model_id:<24} {r.with_face:>3}/{r.images:<3} {r.ms_per_image:7.1f} {r.genuine:>4}+{r.impostor:<4} "
             f"{r.threshold:7.3f} {r.at_threshold.value:7.3f} {r.best.threshold:8.3f} {r.best.value:8.3f} "
-            f"{r.tar_at_far['0.01'].value:8.3f} {r.tar_at_far['0.001'].value:8.3f} {r.eer.value:6.3f} {rank1}"
+            f"{r.tar_at_far['0.01'].value:8.3f} {r.tar_at_far['0.001'].value:8.3f} "
+            f"{r.tar_at_far['0.0001'].value:8.3f} {r.eer.value:6.3f} {rank1}"
         )
     notes = [
         "faces = images with a usable (embedded) face / images",
@@ -244,6 +285,10 @@ def format_table(reports: Sequence[ModelReport]) -> str:
         f"{r.model_id}: best accuracy for any threshold in ({r.best_interval[0]:.4f}, {r.best_interval[1]:.4f}]"
         for r in reports
     ]
+    notes += [line for r in reports for line in _protocol_lines(r)]
+    notes += [
+        f"{r.model_id}: {r.cached_images} of {r.images} images from the cache" for r in reports if r.cached_images
+    ]
     missed = [
         f"{o.file} ({r.model_id}{', detected but not aligned' if o.faces else ''})"
         for r in reports
@@ -255,10 +300,30 @@ def format_table(reports: Sequence[ModelReport]) -> str:
     return "\n".join(lines + [""] + [f"note: {n}" for n in notes])
 
 
+def _protocol_lines(r: ModelReport) -> list[str]:
+    """The k-fold figure and each target FAR's threshold, as report notes."""
+    lines = []
+    if r.kfold is not None:
+        per_fold = " ".join(f"{f.accuracy:.4f}" for f in r.kfold.folds)
+        lines.append(
+            f"{r.model_id}: {len(r.kfold.folds)}-fold accuracy {r.kfold.mean:.4f} +- {r.kfold.std:.4f} "
+            f"(each fold at the best threshold of the others; folds: {per_fold})"
+        )
+    for t in r.target_far:
+        zero = f"; below 1/{t.impostor} impostor pairs: means no false accept" if t.zero_fa_only else ""
+        lines.append(
+            f"{r.model_id}: target FAR {t.target:g} -> threshold {t.threshold:.4f} (any in ({t.low:.4f}, "
+            f"{t.threshold:.4f}] decides alike): FAR {t.far:.5f} ({t.false_accepts}/{t.impostor}), "
+            f"TAR {t.tar:.4f}{zero}"
+        )
+    return lines
+
+
 def report_json(reports: Sequence[ModelReport], dataset: PairSet | PersonSet) -> dict[str, Any]:
     """The full report, including per-image face counts and every ROC point, JSON-ready."""
     kind = "pairs" if isinstance(dataset, PairSet) else "persons"
-    return {"dataset": str(dataset.source), "kind": kind, "models": [r.as_dict() for r in reports]}
+    sources = [str(s) for s in dataset.sources] if isinstance(dataset, PairSet) else [str(dataset.source)]
+    return {"dataset": str(dataset.source), "sources": sources, "kind": kind, "models": [r.as_dict() for r in reports]}
 
 
 def plot_roc(reports: Sequence[ModelReport], out: Path, title: str) -> bool:

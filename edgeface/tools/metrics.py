@@ -11,6 +11,7 @@ metric here interpolates between two operating points, so each number can be che
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -194,3 +195,111 @@ def neg_euclidean_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32])
     sq = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2.0 * (a64 @ b64.T)
     out: F64 = -np.sqrt(np.maximum(sq, 0.0))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class FarThreshold:
+    """The threshold for a target FAR and what it yields.
+
+    ``threshold`` is the lowest score in the data whose FAR is within the target; every threshold in
+    ``(low, threshold]`` decides the same pairs the same way (``low`` is the next lower score, the
+    first one that would break the target; ``-inf`` when even accepting everything keeps it).
+    ``zero_fa_only`` says the target is below 1/impostors, so it could only be met with no false
+    accept at all: the figure is "no impostor accepted", not a measured rate of ``target``.
+    """
+
+    target: float
+    threshold: float
+    low: float
+    far: float
+    tar: float
+    false_accepts: int
+    impostor: int
+    zero_fa_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """One held-out fold: the threshold chosen on the other folds and how it did on this one."""
+
+    fold: int
+    threshold: float
+    accuracy: float
+    far: float
+    tar: float
+    pairs: int
+
+
+@dataclass(frozen=True, slots=True)
+class KFold:
+    """The standard k-fold verification protocol (LFW View 2 has 10 folds); std is the population std."""
+
+    folds: tuple[FoldResult, ...]
+    mean: float
+    std: float
+
+
+def threshold_at_far(curve: Roc, target_far: float) -> FarThreshold:
+    """The lowest threshold whose FAR is <= ``target_far``, its TAR, and the interval deciding alike.
+
+    Ties: a threshold accepts every pair scoring at or above it, so equal scores are accepted or
+    rejected together; when the impostor at the boundary ties a genuine pair, both are rejected.
+    With N impostor pairs the achievable FARs are k/N: a target below 1/N can only mean zero false
+    accepts (the threshold is then just above the highest impostor score).
+    """
+    point = tar_at_far(curve, target_far)
+    i = int(np.flatnonzero(curve.thresholds == point.threshold)[0])
+    low = float(curve.thresholds[i + 1]) if i + 1 < curve.thresholds.size else -np.inf
+    return FarThreshold(
+        target=target_far,
+        threshold=point.threshold,
+        low=low,
+        far=point.far,
+        tar=point.tar,
+        false_accepts=round(point.far * curve.impostor),
+        impostor=curve.impostor,
+        zero_fa_only=target_far * curve.impostor < 1.0,
+    )
+
+
+def gap_midpoint(low: float, high: float) -> float:
+    """A threshold in the middle of ``(low, high]``: as far as the data allows from both neighbours.
+
+    A threshold equal to a score in the data sits on that pair; the midpoint of the gap to the next
+    score is the choice that generalises (held-out folds, a deployment). An infinite end (nothing
+    lower, or nothing accepted) cannot be halved: then ``high``.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return high
+    return (low + high) / 2.0
+
+
+def kfold_accuracy(
+    scores: Sequence[float] | F64, labels: Sequence[bool] | BoolArray, folds: Sequence[int] | npt.NDArray[np.int_]
+) -> KFold:
+    """k-fold verification accuracy: each fold is decided at the best threshold of the other folds.
+
+    On the other folds the threshold is the middle of the best-accuracy interval (``gap_midpoint`` of
+    ``best_accuracy_interval``); the held-out fold is scored at it. Returns each fold and the mean and
+    population standard deviation of the fold accuracies.
+    """
+    s, y = _as_arrays(scores, labels)
+    f = np.asarray(folds).ravel()
+    if f.shape != s.shape:
+        raise ValueError(f"{s.size} scores but {f.size} fold numbers")
+    names = sorted({int(v) for v in f})
+    if len(names) < 2:
+        raise ValueError(f"k-fold needs at least 2 folds, got {names}")
+    results = []
+    for fold in names:
+        held = f == fold
+        train_s, train_y = s[~held], y[~held]
+        if not train_y.any() or train_y.all():
+            raise ValueError(f"the folds other than {fold} need genuine and impostor pairs")
+        threshold = gap_midpoint(*best_accuracy_interval(roc(train_s, train_y)))
+        accept, truth = s[held] >= threshold, y[held]
+        far = float(accept[~truth].mean()) if (~truth).any() else 0.0
+        tar = float(accept[truth].mean()) if truth.any() else 0.0
+        results.append(FoldResult(fold, threshold, float(np.mean(accept == truth)), far, tar, int(held.sum())))
+    accuracies = np.array([r.accuracy for r in results])
+    return KFold(tuple(results), float(accuracies.mean()), float(accuracies.std()))

@@ -48,6 +48,11 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("dlib", "face_recognition_models"))
 
 
+def dlib_version() -> str:
+    """The installed dlib's version (part of the reference's cache fingerprint)."""
+    return str(getattr(_import_dlib(), "__version__", "unknown"))
+
+
 def _models_dir() -> Path:
     # Locate the data files without importing face_recognition_models: its __init__ imports the
     # deprecated pkg_resources, which is slow and warns on recent setuptools.

@@ -47,7 +47,7 @@ def test_eval_folder_per_person(persons_dir: Path, tmp_path: Path, capsys: pytes
     assert (model["pairs"], model["genuine"], model["impostor"]) == (6, 3, 3)
     assert 0.0 <= model["at_threshold"]["value"] <= model["best"]["value"] <= 1.0
     assert 0.0 <= model["eer"]["value"] <= 1.0
-    assert set(model["tar_at_far"]) == {"0.01", "0.001"}
+    assert set(model["tar_at_far"]) == {"0.01", "0.001", "0.0001"}
     # Gallery: obama.jpg and biden.jpg; probes obama2 and obama3.
     assert (model["gallery"], model["probes"]) == (2, 2)
     assert model["rank1"] == model["rank1_correct"] / 2
