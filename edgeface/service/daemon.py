@@ -1,9 +1,11 @@
 """The daemon: builds every component from Settings, runs until stopped, tears down in reverse order.
 
-Start order (teardown is the reverse, through one ExitStack): models → database and unknown spool
-→ embedded broker (when no broker is configured) → MQTT link and command worker → pipeline →
-file watcher. ``READY=1`` is sent once all of them are up. The main thread then only supervises:
-watchdog pings while every stage's heartbeat is fresh, status/state updates, spool expiry.
+``_start`` is a list of named steps, each building one part and pushing its own teardown onto one
+``ExitStack``: source (built, not opened: a wrong path fails first) → models → database and unknown
+spool → broker (embedded when none is configured) → MQTT link → event publisher and pipeline (built)
+→ health → command worker, then connect → discovery → capture (the pipeline starts) → file watcher.
+Teardown is the reverse. ``READY=1`` is sent once all of them are up. The main thread then only
+supervises: watchdog pings while every stage's heartbeat is fresh, status/state updates, spool expiry.
 
 A changed config file is validated first; a valid one restarts the components in-process with the
 new settings (the whole object is swapped, never patched), an invalid one is logged and ignored.
@@ -24,26 +26,26 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
-from edgeface.data import Decision
 from edgeface.errors import BrokerError, EdgefaceError
 from edgeface.liveness.policy import build_policy
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
-from edgeface.mqtt import events
 from edgeface.mqtt.broker import PROTOCOL as EMBEDDED_PROTOCOL
 from edgeface.mqtt.broker import EmbeddedBroker
 from edgeface.mqtt.commands import CommandDispatcher
 from edgeface.mqtt.discovery import Discovery, DiscoveryBuilder
-from edgeface.mqtt.link import MqttLink, encode_payload
+from edgeface.mqtt.link import MqttLink
+from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.signing import Verifier, load_keys
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline
 from edgeface.service.device import Device
+from edgeface.service.health import Health, SourceStatus
 from edgeface.service.reload import FileWatcher
 from edgeface.service.systemd import Notifier
-from edgeface.sources.base import open_source
+from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,24 +56,33 @@ TICK_S = 0.5
 CONNECT_WAIT_S = 5.0
 
 
-@dataclass
-class _Running:
-    """What one start of the components produced; rebuilt whole on a config reload."""
-
-    settings: Settings
-    topics: Topics
-    link: MqttLink
-    pipeline: Pipeline
-    device: Device
-    db: FaceDatabase
-    spool: UnknownSpool
-    discovery: Discovery | None
-    started_at: float
-    source_state: dict[str, Any]
+@dataclass(frozen=True, slots=True)
+class _BrokerAddress:
+    host: str
+    port: int
+    protocol: MQTTProtocolVersion
 
 
 class Daemon:
-    """``edgeface run``: one device, one source, one broker connection."""
+    """``edgeface run``: one device, one source, one broker connection.
+
+    The components of one start are attributes set by the ``_start_*`` steps, in order; every
+    callback between them fires only once the step that builds its target has run (commands are
+    accepted only after the pipeline and health exist, frames flow only after the link does).
+    """
+
+    # --- built by the start steps, rebuilt whole on a config reload ---
+    topics: Topics
+    analyzer: FaceAnalyzer
+    db: FaceDatabase
+    spool: UnknownSpool
+    enroller: Enroller
+    link: MqttLink
+    publisher: EventPublisher
+    source_status: SourceStatus
+    pipeline: Pipeline
+    health: Health
+    discovery: Discovery | None
 
     def __init__(
         self,
@@ -95,10 +106,10 @@ class Daemon:
         """Run until ``stop`` is set (signal) or a finite replay ends; returns the exit code."""
         while True:
             with contextlib.ExitStack() as stack:
-                running = self._start(stack)
-                self.notifier.ready(self._status_line(running))
-                _LOGGER.info("edgeface %s ready: device %s", __version__, running.settings.device.id)
-                self._supervise(running)
+                self._start(stack)
+                self.notifier.ready(self.health.status_line())
+                _LOGGER.info("edgeface %s ready: device %s", __version__, self.settings.device.id)
+                self._supervise()
                 self.notifier.stopping()
                 _LOGGER.info("stopping")
             if not self._reload_requested.is_set() or self._pending is None:
@@ -108,127 +119,174 @@ class Daemon:
             self._reload_requested.clear()
             self.stop.clear()
 
-    def _start(self, stack: contextlib.ExitStack) -> _Running:
+    def _start(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
         s.device.state_dir.mkdir(parents=True, exist_ok=True)
-        topics = Topics(s.mqtt.base_topic, s.device.id)
+        self.topics = Topics(s.mqtt.base_topic, s.device.id)
         started_at = time.time()
+        source = self._start_source()
+        self._start_models(stack)
+        self._start_database(stack)
+        address = self._start_broker(stack)
+        self._start_link(stack, address)
+        self._start_pipeline(source)
+        self._start_health(started_at)
+        self._start_commands(stack)
+        self._connect(address)
+        self._start_discovery()
+        self._start_capture(stack)
+        self._start_watcher(stack)
 
-        # Built (not opened) first: a wrong path fails before anything else starts.
-        source = open_source(s.source.uri, width=s.source.width, height=s.source.height, fps=s.source.fps)
-        analyzer = FaceAnalyzer.from_config(s.vision)
-        stack.callback(analyzer.close)
-        embedder = analyzer.embedder
-        db = FaceDatabase.open(
+    # --- start steps, in order ------------------------------------------------------------------
+
+    def _start_source(self) -> FrameSource:
+        s = self.settings.source
+        source = open_source(s.uri, width=s.width, height=s.height, fps=s.fps)
+        self.source_status = SourceStatus(source.name)
+        return source
+
+    def _start_models(self, stack: contextlib.ExitStack) -> None:
+        self.analyzer = FaceAnalyzer.from_config(self.settings.vision)
+        stack.callback(self.analyzer.close)
+
+    def _start_database(self, stack: contextlib.ExitStack) -> None:
+        s = self.settings
+        embedder = self.analyzer.embedder
+        self.db = FaceDatabase.open(
             s.db_path, embedder.model_id, embedder.dim, backups=s.database.backups, keep_images=s.database.keep_images
         )
-        if db.fallback_from is not None:
-            _LOGGER.warning("database %s could not be read; running on backup %s", s.db_path, db.fallback_from)
+        if self.db.fallback_from is not None:
+            _LOGGER.warning("database %s could not be read; running on backup %s", s.db_path, self.db.fallback_from)
         # The same resolution the pipeline makes: enrollment's duplicate check and unknown clustering
         # use the match threshold in force.
         match_threshold = Thresholds.resolve(s.decision, embedder.default_threshold).match
-        spool = UnknownSpool.from_config(
+        self.spool = UnknownSpool.from_config(
             s.spool_dir, s.unknowns, match_threshold, embedder.model_id, keep_snapshots=s.unknowns.snapshots
         )
-        stack.callback(spool.flush)
+        stack.callback(self.spool.flush)
         # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range
         # detector so a second, smaller face in a photo is seen and refused.
         enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(s.vision))
         stack.callback(enroll_analyzer.close)
         gate = EnrollmentGate.from_config(s.database)
-        enroller = Enroller(db, enroll_analyzer, gate, duplicate_threshold=match_threshold)
+        self.enroller = Enroller(self.db, enroll_analyzer, gate, duplicate_threshold=match_threshold)
 
-        host, port, protocol = s.mqtt.host, s.mqtt.port, MQTTProtocolVersion.MQTTv5
-        if host is None:
-            broker = self._embedded_broker(s.mqtt.embedded_port)
-            stack.callback(broker.stop)
-            # amqtt speaks 3.1.1 only; command replies then go to reply/<request_id>.
-            host, port, protocol = "127.0.0.1", broker.port, EMBEDDED_PROTOCOL
-            _LOGGER.info("no broker configured: embedded MQTT broker on %s:%d", host, port)
+    def _start_broker(self, stack: contextlib.ExitStack) -> _BrokerAddress:
+        mqtt = self.settings.mqtt
+        if mqtt.host is not None:
+            return _BrokerAddress(mqtt.host, mqtt.port, MQTTProtocolVersion.MQTTv5)
+        broker = self._embedded_broker(mqtt.embedded_port)
+        stack.callback(broker.stop)
+        # amqtt speaks 3.1.1 only; command replies then go to reply/<request_id>.
+        _LOGGER.info("no broker configured: embedded MQTT broker on 127.0.0.1:%d", broker.port)
+        return _BrokerAddress("127.0.0.1", broker.port, EMBEDDED_PROTOCOL)
 
-        source_state: dict[str, Any] = {"uri": source.name, "state": "starting", "detail": ""}
-        pipeline_box: list[Pipeline] = []
-        running_box: list[_Running] = []
-
-        def status() -> dict[str, Any]:
-            return self._state_document(running_box[0]) if running_box else {"state": "starting"}
-
-        device = Device(
-            db,
-            enroller,
-            spool,
-            track_samples=lambda track_id: pipeline_box[0].track_samples(track_id) if pipeline_box else [],
-            status=status,
-            on_persons_changed=lambda: self._persons_changed(running_box[0]) if running_box else None,
+    def _start_link(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
+        """The link (not connected yet); it outlives the pipeline so the last events and ``offline`` go out."""
+        s = self.settings
+        # Separate from ``self.stop``: the link keeps running until the stages drained.
+        self._link_stop = threading.Event()
+        self.link = MqttLink(
+            s.mqtt,
+            self.topics,
+            s.device.name,
+            self._on_command,
+            self._link_stop,
+            host=address.host,
+            port=address.port,
+            protocol=address.protocol,
         )
-        # The link outlives the pipeline so the last decisions and the retained ``offline`` go out.
-        link_stop = threading.Event()
-        verifier = (
-            Verifier(load_keys(s.security.keys_file), s.security.max_skew_s) if s.security.require_signature else None
-        )
-        dispatcher_box: list[CommandDispatcher] = []
+        stack.callback(self.link.stop)
+        snapshot = self.spool.snapshot if s.unknowns.publish_snapshot else None
+        self.publisher = EventPublisher(self.link, self.topics, s.device.id, snapshot=snapshot, echo=self.echo)
 
-        def on_command(verb: str, payload: bytes, properties: Any) -> None:
-            dispatcher_box[0].submit(verb, payload, properties)
-
-        link = MqttLink(s.mqtt, topics, s.device.name, on_command, link_stop, host=host, port=port, protocol=protocol)
-        stack.callback(link.stop)
-        dispatcher = CommandDispatcher(device, link, topics, s.security, link_stop, verifier=verifier)
-        dispatcher_box.append(dispatcher)
-        dispatcher.start()
-        # LIFO: the worker is told to stop and joined (answering what is queued) before the link closes.
-        stack.callback(dispatcher.join, s.pipeline.stop_timeout_s)
-        stack.callback(link_stop.set)
-        link.start()
-        try:
-            link.wait_connected(CONNECT_WAIT_S)
-        except EdgefaceError as exc:
-            _LOGGER.warning("broker %s:%d not reachable yet (%s); events are queued until it is", host, port, exc)
-
-        def on_source_state(state: str, detail: str) -> None:
-            source_state.update(state=state, detail=detail)
-            _LOGGER.info("source %s: %s %s", source_state["uri"], state, detail)
-            if running_box:
-                self._publish_state(running_box[0])
-
-        pipeline_stop = threading.Event()
-        pipeline = Pipeline.from_analyzer(
+    def _start_pipeline(self, source: FrameSource) -> None:
+        """The pipeline, built but not started (``_start_capture`` starts it once everything else runs)."""
+        s = self.settings
+        self.pipeline = Pipeline.from_analyzer(
             source,
-            analyzer,
-            db,
-            spool=spool,
+            self.analyzer,
+            self.db,
+            spool=self.spool,
             liveness=build_policy(s.liveness),
             source_config=s.source,
             decision_config=s.decision,
             tracker_config=s.tracker,
             pipeline_config=s.pipeline,
-            on_decision=lambda decision: self._publish_decision(running_box[0], decision),
-            on_presence=lambda person_id, name, on: self._publish_presence(running_box[0], person_id, name, on),
-            on_source_state=on_source_state,
+            on_decision=self.publisher.decision,
+            on_presence=self.publisher.presence,
+            on_source_state=self._on_source_state,
             unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
-            stop=pipeline_stop,
+            stop=threading.Event(),
         )
-        pipeline_box.append(pipeline)
-        discovery = (
-            Discovery(link, DiscoveryBuilder(topics, s.mqtt.discovery_prefix, s.device.name, __version__))
+
+    def _start_health(self, started_at: float) -> None:
+        self.health = Health(
+            self.settings.device.id,
+            started_at,
+            pipeline=self.pipeline,
+            db=self.db,
+            spool=self.spool,
+            link=self.link,
+            source=self.source_status,
+            heartbeat_timeout_s=self.settings.pipeline.heartbeat_timeout_s,
+        )
+
+    def _start_commands(self, stack: contextlib.ExitStack) -> None:
+        s = self.settings
+        device = Device(
+            self.db,
+            self.enroller,
+            self.spool,
+            track_samples=self.pipeline.track_samples,
+            status=self.health.document,
+            on_persons_changed=self._persons_changed,
+        )
+        verifier = (
+            Verifier(load_keys(s.security.keys_file), s.security.max_skew_s) if s.security.require_signature else None
+        )
+        self._dispatcher = CommandDispatcher(
+            device, self.link, self.topics, s.security, self._link_stop, verifier=verifier
+        )
+        self._dispatcher.start()
+        # LIFO: the worker is told to stop and joined (answering what is queued) before the link closes.
+        stack.callback(self._dispatcher.join, s.pipeline.stop_timeout_s)
+        stack.callback(self._link_stop.set)
+
+    def _connect(self, address: _BrokerAddress) -> None:
+        self.link.start()
+        try:
+            self.link.wait_connected(CONNECT_WAIT_S)
+        except EdgefaceError as exc:
+            _LOGGER.warning(
+                "broker %s:%d not reachable yet (%s); events are queued until it is", address.host, address.port, exc
+            )
+
+    def _start_discovery(self) -> None:
+        s = self.settings
+        self.discovery = (
+            Discovery(self.link, DiscoveryBuilder(self.topics, s.mqtt.discovery_prefix, s.device.name, __version__))
             if s.mqtt.discovery
             else None
         )
-        running = _Running(s, topics, link, pipeline, device, db, spool, discovery, started_at, source_state)
-        running_box.append(running)
-        if discovery is not None:
-            discovery.announce((p.id, p.name) for p in db.list()[1])
-        pipeline.start()
-        stack.callback(self._stop_pipeline, pipeline)
+        if self.discovery is not None:
+            self.discovery.announce((p.id, p.name) for p in self.db.list()[1])
 
-        if s.service.reload_on_change:
-            watched = {s.db_path: lambda _p: self._db_changed(running)}
-            if self.config_path is not None:
-                watched[self.config_path] = lambda _p: self._config_changed()
-            watcher = FileWatcher(watched)
-            watcher.start()
-            stack.callback(watcher.stop)
-        return running
+    def _start_capture(self, stack: contextlib.ExitStack) -> None:
+        self.pipeline.start()
+        stack.callback(self._stop_pipeline, self.pipeline)
+
+    def _start_watcher(self, stack: contextlib.ExitStack) -> None:
+        s = self.settings
+        if not s.service.reload_on_change:
+            return
+        db = self.db
+        watched: dict[Path, Callable[[Path], None]] = {s.db_path: lambda _p: self._db_changed(db)}
+        if self.config_path is not None:
+            watched[self.config_path] = lambda _p: self._config_changed()
+        watcher = FileWatcher(watched)
+        watcher.start()
+        stack.callback(watcher.stop)
 
     @staticmethod
     def _embedded_broker(port: int) -> EmbeddedBroker:
@@ -250,40 +308,52 @@ class Daemon:
         if alive:
             _LOGGER.warning("threads still alive after %.1fs: %s", pipeline.config.stop_timeout_s, ", ".join(alive))
 
-    def _supervise(self, running: _Running) -> None:
-        s = running.settings
+    # --- supervision ------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
         next_status = 0.0
         next_ping = 0.0
         ping_every = self.notifier.watchdog_interval_s or TICK_S
         while not self.stop.wait(TICK_S):
             now = time.monotonic()
-            if running.pipeline.drained.is_set():
-                _LOGGER.info("source %s ended; stopping", running.source_state["uri"])
+            if self.pipeline.drained.is_set():
+                _LOGGER.info("source %s ended; stopping", self.source_status.uri)
                 self.stop.set()
                 break
             if now >= next_ping:
-                stale = self._stale_stages(running, now)
+                stale = self.health.stale_stages(now)
                 if stale:
                     _LOGGER.warning("no watchdog ping: stages without progress: %s", ", ".join(stale))
                 else:
                     self.notifier.watchdog()
                 next_ping = now + ping_every
             if now >= next_status:
-                running.spool.expire(time.time())
-                self._publish_state(running)
-                self.notifier.status(self._status_line(running))
-                next_status = now + s.service.status_interval_s
+                self.spool.expire(time.time())
+                self.publisher.state(self.health.document())
+                self.notifier.status(self.health.status_line())
+                next_status = now + self.settings.service.status_interval_s
 
-    def _stale_stages(self, running: _Running, now: float) -> list[str]:
-        limit = running.settings.pipeline.heartbeat_timeout_s
-        return sorted(name for name, beat in running.pipeline.heartbeats().items() if now - beat > limit)
+    # --- callbacks between the components ----------------------------------------------------------
+
+    def _on_command(self, verb: str, payload: bytes, properties: Any) -> None:
+        self._dispatcher.submit(verb, payload, properties)
+
+    def _on_source_state(self, state: str, detail: str) -> None:
+        self.source_status.update(state, detail)
+        _LOGGER.info("source %s: %s %s", self.source_status.uri, state, detail)
+        self.publisher.state(self.health.document())
+
+    def _persons_changed(self) -> None:
+        if self.discovery is not None:
+            self.discovery.announce((p.id, p.name) for p in self.db.list()[1])
+        self.publisher.state(self.health.document())
 
     # --- reload ---------------------------------------------------------------------------------
 
-    def _db_changed(self, running: _Running) -> None:
-        if running.db.reload():
-            _LOGGER.info("database %s changed on disk: %d persons", running.db.path, running.db.snapshot().persons)
-            self._persons_changed(running)
+    def _db_changed(self, db: FaceDatabase) -> None:
+        if db.reload():
+            _LOGGER.info("database %s changed on disk: %d persons", db.path, db.snapshot().persons)
+            self._persons_changed()
 
     def _config_changed(self) -> None:
         assert self.config_path is not None
@@ -300,58 +370,3 @@ class Daemon:
         self._pending = new
         self._reload_requested.set()
         self.stop.set()
-
-    # --- publishing -----------------------------------------------------------------------------
-
-    def _publish(self, running: _Running, topic: str, payload: dict[str, Any] | str, retain: bool = False) -> None:
-        running.link.publish(topic, payload, retain=retain)
-        if self.echo is not None:
-            self.echo(f"{topic} {encode_payload(payload).decode()}")
-
-    def _publish_decision(self, running: _Running, decision: Decision) -> None:
-        device_id = running.settings.device.id
-        total_ms = (time.monotonic() - decision.captured_at) * 1000.0
-        if decision.status == "known":
-            self._publish(
-                running, running.topics.recognition, events.recognition_event(decision, device_id, total_ms=total_ms)
-            )
-            return
-        snapshot = None
-        if running.settings.unknowns.publish_snapshot and decision.unknown_id is not None:
-            snapshot = running.spool.snapshot(decision.unknown_id)
-        payload = events.unknown_event(decision, device_id, snapshot=snapshot, total_ms=total_ms)
-        self._publish(running, running.topics.unknown, payload)
-
-    def _publish_presence(self, running: _Running, person_id: str, name: str, on: bool) -> None:
-        self._publish(running, running.topics.presence(person_id), events.presence_payload(on), retain=True)
-
-    def _persons_changed(self, running: _Running) -> None:
-        if running.discovery is not None:
-            running.discovery.announce((p.id, p.name) for p in running.db.list()[1])
-        self._publish_state(running)
-
-    def _state_document(self, running: _Running) -> dict[str, Any]:
-        metrics = running.pipeline.metrics()
-        return events.state_document(
-            device_id=running.settings.device.id,
-            version=__version__,
-            started_at=running.started_at,
-            fps=float(metrics.get("fps", 0.0)),
-            persons=running.db.snapshot().persons,
-            broker=running.link.stats(),
-            source={**running.source_state, "frames": metrics.get("frames", 0)},
-            drops=metrics.get("drops", {}),
-            db_fallback=running.db.fallback_from is not None,
-            extra={"pipeline": metrics, "unknowns": len(running.spool.list())},
-        )
-
-    def _publish_state(self, running: _Running) -> None:
-        running.link.publish(running.topics.state, self._state_document(running), retain=True)
-
-    def _status_line(self, running: _Running) -> str:
-        metrics = running.pipeline.metrics()
-        broker = "connected" if running.link.connected else "disconnected"
-        return (
-            f"{metrics.get('fps', 0.0):.1f} fps, {running.db.snapshot().persons} persons, broker {broker}, "
-            f"source {running.source_state['state']}"
-        )

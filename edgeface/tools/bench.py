@@ -30,8 +30,8 @@ from edgeface.data import Decision, FloatArray
 from edgeface.errors import SourceError
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.unknowns import UnknownSpool
-from edgeface.mqtt import events
 from edgeface.mqtt.link import MqttLink
+from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline, snapshot_lookup
@@ -142,21 +142,16 @@ def _connect(stack: contextlib.ExitStack, settings: Settings, topics: Topics, ad
 
 
 class _Publisher:
-    """The decision callback: publishes as the daemon does, timed, after telling the probe the frame."""
+    """The decision callback: tells the probe the frame, then publishes as the daemon does, timed."""
 
-    def __init__(self, link: MqttLink, topics: Topics, device_id: str, probe: LatencyProbe, times: StageTimes) -> None:
-        self.link, self.topics, self.device_id, self.probe, self.times = link, topics, device_id, probe, times
+    def __init__(self, publisher: EventPublisher, probe: LatencyProbe, times: StageTimes) -> None:
+        self.publisher, self.probe, self.times = publisher, probe, times
         self.decided: list[dict[str, Any]] = []
 
     def __call__(self, decision: Decision) -> None:
         started = time.perf_counter()
         self.probe.expect(decision.track_id, decision.frame_index, decision.captured_at)
-        total_ms = (time.monotonic() - decision.captured_at) * 1000.0
-        if decision.status == "known":
-            payload = events.recognition_event(decision, self.device_id, total_ms=total_ms)
-            self.link.publish(self.topics.recognition, payload)
-        else:
-            self.link.publish(self.topics.unknown, events.unknown_event(decision, self.device_id, total_ms=total_ms))
+        self.publisher.decision(decision)
         self.times.add("publish", started)
         self.decided.append(
             {
@@ -201,7 +196,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         link = _connect(stack, settings, topics, address)
         probe = LatencyProbe(address, topics)
         stack.callback(probe.close)
-        publisher = _Publisher(link, topics, settings.device.id, probe, times)
+        publisher = _Publisher(EventPublisher(link, topics, settings.device.id), probe, times)
         pipeline = Pipeline(
             source,
             TimedDetector(analyzer.detector, times),
