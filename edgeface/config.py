@@ -215,6 +215,41 @@ class SecurityConfig(_Section):
         return self
 
 
+class FleetConfig(_Section):
+    enabled: bool = Field(
+        False, description="Replicate enrollments with the other devices of the fleet through the broker."
+    )
+    id: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Fleet name: devices with the same id and key share one gallery (edgeface/fleet/<id>/...).",
+    )
+    key_file: Path | None = Field(
+        None, description="File holding the fleet's shared secret (>= 16 characters), mode 0600; signs every record."
+    )
+    tombstone_horizon_s: float = Field(
+        90 * 86400.0,
+        ge=60,
+        le=10 * 365 * 86400,
+        description=(
+            "A deletion's retained tombstone is cleared once this old; a device offline for longer "
+            "keeps the persons deleted meanwhile (see docs/fleet.md)."
+        ),
+    )
+    max_record_bytes: int = Field(
+        256 * 1024,
+        ge=4096,
+        le=256 * 1024 * 1024,
+        description="Records larger than this are not published (counted as too_large); keep under the broker's limit.",
+    )
+
+    @model_validator(mode="after")
+    def _key_present(self) -> FleetConfig:
+        if self.enabled and self.key_file is None:
+            raise ValueError("fleet.enabled needs fleet.key_file (the shared secret that signs records)")
+        return self
+
+
 class PipelineConfig(_Section):
     queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages; older frames are dropped.")
     stop_timeout_s: float = Field(2.0, gt=0, le=60, description="Join timeout per thread on shutdown.")
@@ -252,6 +287,7 @@ class Settings(BaseSettings):
     unknowns: UnknownsConfig = UnknownsConfig()
     mqtt: MqttConfig = MqttConfig()
     security: SecurityConfig = SecurityConfig()
+    fleet: FleetConfig = FleetConfig()
     pipeline: PipelineConfig = PipelineConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -101,6 +101,7 @@ class Broker:
     port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
     password_file: Path | None = None
+    extra: list[str] = field(default_factory=list)  # more mosquitto.conf lines, e.g. a bridge
 
     def start(self) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -113,6 +114,7 @@ class Broker:
             lines.append("allow_anonymous true")
         else:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        lines += self.extra
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_port(self.port, 10.0)

@@ -194,6 +194,9 @@ class MemoryDevice:
     def unknowns(self) -> dict[str, Any]:
         return {"unknowns": [{"unknown_id": k, **v} for k, v in sorted(self.unknowns_spool.items())]}
 
+    def fleet_status(self) -> dict[str, Any]:
+        return {"fleet": {"enabled": False}}
+
 
 # --- a device serving commands over a real broker ---------------------------------------------
 

@@ -57,6 +57,10 @@ LOCK_TIMEOUT_S = 30.0
 
 _Signature = tuple[int, int, int]  # inode, size, mtime_ns: os.replace always changes the inode
 
+ChangeListener = Callable[[store.Contents, store.Contents], None]
+"""``listener(before, after)``: the database's contents changed (a save by us, or a reload of another
+process's save). Called with the database lock held: it must only note the change and return."""
+
 
 class ModelMismatchError(DatabaseError):
     """The database was built with another embedding model than the configured one."""
@@ -98,6 +102,7 @@ class FaceDatabase:
         self._snapshot = self._build_snapshot(self._contents)
         # Set while we serve a backup because the current file was unreadable; cleared by the next save.
         self.fallback_from: str | None = None
+        self._listeners: builtins.list[ChangeListener] = []
 
     @classmethod
     def open(cls, path: Path, model_id: str, dim: int, backups: int = 5, keep_images: bool = False) -> FaceDatabase:
@@ -152,6 +157,21 @@ class FaceDatabase:
     @property
     def generation(self) -> int:
         return self._contents.generation
+
+    def contents(self) -> store.Contents:
+        """The current generation: persons and their embedding rows (immutable)."""
+        return self._contents
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(before, after)`` after every change of the contents, whatever its origin:
+        a command, the fleet, or another process's save picked up by ``reload`` or the next write."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        """Stop calling ``listener``."""
+        with self._lock:
+            self._listeners.remove(listener)
 
     def snapshot(self) -> DbSnapshot:
         """The current immutable match view (cheap: built once per generation)."""
@@ -303,6 +323,50 @@ class FaceDatabase:
 
         return self._mutate(change)
 
+    def apply_remote(self, upserts: Sequence[tuple[PersonRecord, FloatArray]], deletes: Sequence[str]) -> None:
+        """Store these persons as given (ids, names, times, samples and their rows) and remove
+        ``deletes``, in one save: how replicated records from other devices land. Persons keep
+        their position when replaced; new ones are appended. ``conflict`` when a name would be taken
+        twice (the caller resolves names first), ``bad_request`` for rows not matching the samples."""
+        checked = []
+        for person, vectors in upserts:
+            rows = self._rows(vectors)
+            if rows.shape[0] != len(person.samples) or person.positives == 0:
+                raise CommandError(
+                    "bad_request",
+                    f"person {person.id}: {rows.shape[0]} embeddings for {len(person.samples)} samples "
+                    f"({person.positives} positive)",
+                )
+            checked.append((person, rows))
+
+        def change(c: store.Contents) -> tuple[store.Contents, None, dict[str, bytes]]:
+            new = {person.id: (person, rows) for person, rows in checked}
+            gone = set(deletes)
+            people: builtins.list[PersonRecord] = []
+            blocks: builtins.list[FloatArray] = []
+            start = 0
+            for p in c.people:
+                end = start + len(p.samples)
+                if p.id in new:
+                    person, rows = new.pop(p.id)
+                    people.append(person)
+                    blocks.append(rows)
+                elif p.id not in gone:
+                    people.append(p)
+                    blocks.append(c.matrix[start:end])
+                start = end
+            for person, rows in new.values():
+                people.append(person)
+                blocks.append(rows)
+            names: dict[str, str] = {}
+            for p in people:
+                if (other := names.setdefault(name_key(p.name), p.id)) != p.id:
+                    raise CommandError("conflict", f"persons {other} and {p.id} would both be named {p.name!r}")
+            matrix = np.vstack(blocks) if blocks else np.zeros((0, self.dim), np.float32)
+            return replace(c, people=tuple(people), matrix=matrix.astype(np.float32, copy=False)), None, {}
+
+        self._mutate(change)
+
     def restore(self, backup_id: str) -> None:
         """Make a backup's contents current again (as a new generation, so this too can be undone)."""
         for generation, path in store.list_backups(self._path):  # noqa: B007 -- path is used after the loop
@@ -381,12 +445,20 @@ class FaceDatabase:
         self.fallback_from = None
 
     def _set(self, contents: store.Contents, sig: _Signature | None, snapshot: DbSnapshot | None = None) -> None:
+        before = self._contents
         self._snapshot = snapshot or self._build_snapshot(contents)
         self._contents = contents
         self._by_id = {p.id: p for p in contents.people}
         self._by_name = {name_key(p.name): p for p in contents.people}
         self._json_cache = {k: v for k, v in self._json_cache.items() if k in self._by_id}
         self._sig = sig
+        if before.people != contents.people:
+            for listener in self._listeners:
+                try:
+                    listener(before, contents)
+                except Exception:
+                    # The change is committed; a failing observer must not turn it into an error.
+                    _LOGGER.exception("database change listener %r failed", listener)
 
     def _person_json(self, person: PersonRecord) -> str:
         hit = self._json_cache.get(person.id)

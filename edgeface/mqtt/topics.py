@@ -10,6 +10,11 @@ Layout under ``<base>/<device_id>/``:
 * ``cmd/<verb>``              commands in (JSON)
 * ``reply/<request_id>``      replies out when the command gave no MQTT v5 response topic
 
+fleet replication, shared by every device of fleet ``<fleet_id>`` (not under a device):
+
+* ``<base>/fleet/<fleet_id>/persons/<person_id>``   retained signed person record or tombstone
+* ``<base>/fleet/<fleet_id>/sync/<device_id>``      a device's own catch-up marker (not retained)
+
 and, for Home Assistant, ``<discovery_prefix>/<component>/<device_id>/<object_id>/config``.
 """
 
@@ -63,6 +68,25 @@ class Topics:
     def discovery(self, prefix: str, component: str, object_id: str) -> str:
         """Home Assistant discovery config topic of one entity of this device (node id = device id)."""
         return f"{prefix}/{component}/{self.device_id}/{object_id}/config"
+
+    def fleet_person(self, fleet_id: str, person_id: str) -> str:
+        """The retained record topic of one person of a fleet."""
+        return f"{self.base}/fleet/{fleet_id}/persons/{person_id}"
+
+    def fleet_persons_filter(self, fleet_id: str) -> str:
+        return f"{self.base}/fleet/{fleet_id}/persons/+"
+
+    def fleet_sync(self, fleet_id: str) -> str:
+        """This device's catch-up marker: it arrives after every retained record the broker held."""
+        return f"{self.base}/fleet/{fleet_id}/sync/{self.device_id}"
+
+    def fleet_person_of(self, fleet_id: str, topic: str) -> str | None:
+        """The person id of a fleet record topic, or None if ``topic`` is not one."""
+        prefix = f"{self.base}/fleet/{fleet_id}/persons/"
+        if not topic.startswith(prefix):
+            return None
+        person_id = topic[len(prefix) :]
+        return person_id if person_id and "/" not in person_id else None
 
     def verb_of(self, topic: str) -> str | None:
         """The verb of a command topic, or None if ``topic`` is not one of ours."""

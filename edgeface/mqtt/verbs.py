@@ -105,6 +105,10 @@ class DeviceContext(Protocol):
         """``{"unknowns": [...]}``: the spooled unknown clusters."""
         ...
 
+    def fleet_status(self) -> dict[str, Any]:
+        """``{"fleet": {...}}``: replication state (persons in sync, pending, refused, last applied)."""
+        ...
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -249,5 +253,6 @@ VERBS: dict[str, Verb] = {
     "reload": Verb(EmptyPayload, lambda ctx, _p: ctx.reload()),
     "status": Verb(EmptyPayload, lambda ctx, _p: ctx.status()),
     "unknowns": Verb(EmptyPayload, lambda ctx, _p: ctx.unknowns()),
+    "fleet_status": Verb(EmptyPayload, lambda ctx, _p: ctx.fleet_status()),
 }
 """Every verb the device answers; anything else is a ``bad_request``."""

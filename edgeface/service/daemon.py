@@ -3,7 +3,8 @@
 ``_start`` is a list of named steps, each building one part and pushing its own teardown onto one
 ``ExitStack``: source (built, not opened: a wrong path fails first) → models → database and unknown
 spool → broker (embedded when none is configured) → MQTT link → event publisher and pipeline (built)
-→ health → command worker, then connect → discovery → capture (the pipeline starts) → file watcher.
+→ health → command worker, then connect → discovery → fleet replication → capture (the pipeline
+starts) → file watcher.
 Teardown is the reverse. ``READY=1`` is sent once all of them are up. The main thread then only
 supervises: watchdog pings while every stage's heartbeat is fresh, status/state updates, spool expiry.
 
@@ -27,6 +28,8 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
 from edgeface.errors import BrokerError, EdgefaceError
+from edgeface.fleet.replicator import Replicator
+from edgeface.fleet.service import start_replicator
 from edgeface.liveness.policy import build_policy
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
@@ -83,6 +86,7 @@ class Daemon:
     pipeline: Pipeline
     health: Health
     discovery: Discovery | None
+    replicator: Replicator | None = None  # until ``_start_fleet`` (and when fleet.enabled is off)
 
     def __init__(
         self,
@@ -134,6 +138,7 @@ class Daemon:
         self._start_commands(stack)
         self._connect(address)
         self._start_discovery()
+        self._start_fleet(stack, address)
         self._start_capture(stack)
         self._start_watcher(stack)
 
@@ -241,6 +246,7 @@ class Daemon:
             track_samples=self.pipeline.track_samples,
             status=self.health.document,
             on_persons_changed=self._persons_changed,
+            fleet_status=self._fleet_status if s.fleet.enabled else None,
         )
         verifier = (
             Verifier(load_keys(s.security.keys_file), s.security.max_skew_s) if s.security.require_signature else None
@@ -271,6 +277,20 @@ class Daemon:
         )
         if self.discovery is not None:
             self.discovery.announce((p.id, p.name) for p in self.db.list()[1])
+
+    def _start_fleet(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
+        """Replication of the database with the fleet through the broker (``fleet.enabled``)."""
+        if not self.settings.fleet.enabled:
+            return
+        self.replicator = start_replicator(
+            self.settings,
+            self.db,
+            host=address.host,
+            port=address.port,
+            protocol=address.protocol,
+            on_applied=self._persons_changed,
+        )
+        stack.callback(self.replicator.stop)
 
     def _start_capture(self, stack: contextlib.ExitStack) -> None:
         self.pipeline.start()
@@ -342,6 +362,11 @@ class Daemon:
         self.source_status.update(state, detail)
         _LOGGER.info("source %s: %s %s", self.source_status.uri, state, detail)
         self.publisher.state(self.health.document())
+
+    def _fleet_status(self) -> dict[str, Any]:
+        if self.replicator is None:
+            return {"enabled": True, "connected": False, "synced": False, "detail": "starting"}
+        return self.replicator.status()
 
     def _persons_changed(self) -> None:
         if self.discovery is not None:

@@ -37,13 +37,16 @@ class Device:
         track_samples: Callable[[int], list[tuple[FloatArray, ImageArray]]],
         status: Callable[[], dict[str, Any]],
         on_persons_changed: Callable[[], None] = lambda: None,
+        fleet_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """``fleet_status`` is the replicator's status, None when fleet replication is off."""
         self.db = db
         self.enroller = enroller
         self.spool = spool
         self._track_samples = track_samples
         self._status = status
         self._on_persons_changed = on_persons_changed
+        self._fleet_status = fleet_status
 
     # --- DeviceContext ---------------------------------------------------------------------
 
@@ -141,3 +144,8 @@ class Device:
         now = time.time()
         self.spool.expire(now)
         return {"unknowns": [c.to_json() for c in self.spool.list()]}
+
+    def fleet_status(self) -> dict[str, Any]:
+        if self._fleet_status is None:
+            return {"fleet": {"enabled": False}}
+        return {"fleet": self._fleet_status()}

@@ -1,0 +1,1 @@
+"""Fleet replication: enrollments shared by the devices of a site through the MQTT broker (docs/fleet.md)."""

@@ -1,0 +1,495 @@
+"""Fleet replication: publish every committed change of a person, apply the other devices' changes.
+
+One thread (``fleet:<device>``) owns all replication state; it wakes when
+
+* the database changed (``FaceDatabase`` listener: a command, ``edgeface db ...`` in another process
+  picked up by the daemon's reload, or this replicator's own apply) -- it diffs the new contents
+  against the last ones it saw: a person changed by anything but the fleet is a local change
+  (origin = this device, marked dirty), a person gone is a local deletion (a tombstone);
+* records arrived (paho's thread drops them into an inbox keyed by person, so a burst of 10,000
+  retained records on joining is coalesced and applied in batches of one database save each);
+* the connection came, went, or caught up (``FleetClient``).
+
+Dirty persons are published (retained, QoS 1) once the device has caught up, so a restarted device
+first learns what the fleet did meanwhile. A record is verified, decoded and resolved by merge.py,
+then stored through ``FaceDatabase.apply_remote`` (atomic, locked, backed up like every save).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgeface.errors import EdgefaceError
+from edgeface.fleet.client import FleetClient
+from edgeface.fleet.merge import resolve_person, resolve_tombstone
+from edgeface.fleet.records import (
+    FleetKey,
+    PersonState,
+    RecordRefusedError,
+    Tombstone,
+    decode,
+    digest,
+    encode_person,
+    encode_tombstone,
+)
+from edgeface.fleet.state import FleetState
+from edgeface.matching import store
+from edgeface.matching.db import FaceDatabase
+from edgeface.matching.records import PersonRecord, later_than, name_key, now_iso, parse_time
+from edgeface.mqtt.topics import Topics
+
+_LOGGER = logging.getLogger(__name__)
+
+# Records per database save while catching up: one save of a 10,000-person database takes ~0.1 s
+# on a Pi, so batching turns a joining device's minutes into seconds; 2,000 bounds the lock hold.
+APPLY_BATCH = 2000
+# Unacknowledged publications handed to paho at once; more wait in the dirty set.
+MAX_IN_FLIGHT = 100
+# How often expired tombstones are looked for (they are also checked after each catch-up).
+EXPIRE_EVERY_S = 60.0
+_IDLE_S = 1.0
+_TOMBSTONE_DIGEST = "tombstone"
+_Spans = dict[str, tuple[int, int, int]]
+
+
+class Replicator:
+    """Keeps one device's database in step with its fleet's retained records."""
+
+    def __init__(
+        self,
+        db: FaceDatabase,
+        key: FleetKey,
+        topics: Topics,
+        fleet_id: str,
+        state_path: Path,
+        *,
+        horizon_s: float,
+        max_record_bytes: int,
+        on_applied: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``on_applied`` runs on our thread after other devices' records were stored."""
+        self._db = db
+        self._on_applied = on_applied
+        self._key = key
+        self._topics = topics
+        self.fleet_id = fleet_id
+        self.device_id = topics.device_id
+        self._horizon_s = horizon_s
+        self._max_record_bytes = max_record_bytes
+        self._state = FleetState.load(state_path)
+        self._client: FleetClient | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Filled by other threads, taken by ours.
+        self._lock = threading.Lock()
+        self._inbox: dict[str, bytes] = {}
+        self._latest: store.Contents | None = None
+        self._synced_now = False
+        self._acked: list[int] = []
+        self._disconnected = False
+        # Ours alone.
+        self._baseline = db.contents()
+        self._seen: dict[str, bytes] = {}  # person id -> hash of the last payload handled
+        self._broker: dict[str, str] = {}  # person id -> digest of the version the broker holds
+        self._dirty: set[str] = set()
+        self._in_flight: dict[int, tuple[str, str]] = {}
+        self._applied: dict[str, str] = {}  # person id -> digest we stored (not a local change)
+        self._applied_deletes: set[str] = set()
+        self._digests: dict[str, tuple[PersonRecord, str]] = {}
+        self._synced = False
+        self._next_expiry = 0.0
+        # Read by ``status`` under ``_lock``.
+        self._counts: Counter[str] = Counter()
+        self._summary: dict[str, Any] = {"in_sync": 0, "pending": 0, "tombstones": 0}
+        self._last_applied: dict[str, Any] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, client: FleetClient) -> None:
+        """Note offline deletions, listen to the database, connect, start the thread."""
+        people = {p.id for p in self._baseline.people}
+        for person_id in sorted(self._state.known - people):
+            # Deleted while no replicator was running (e.g. ``edgeface db delete`` with the daemon stopped).
+            self._state.tombstones[person_id] = Tombstone(person_id, now_iso(), self.device_id)
+            self._dirty.add(person_id)
+        self._state.known = people
+        self._db.add_listener(self._on_db_change)
+        self._client = client
+        self._thread = threading.Thread(target=self._run, name=f"fleet:{self.device_id}")
+        self._thread.start()
+        client.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, save the state, disconnect."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _LOGGER.warning("fleet thread still busy %gs after stop", timeout)
+        self._db.remove_listener(self._on_db_change)
+        if self._client is not None:
+            self._client.stop()
+
+    # --- other threads ------------------------------------------------------------------------
+
+    def _on_db_change(self, _before: store.Contents, after: store.Contents) -> None:
+        with self._lock:
+            self._latest = after
+        self._wake.set()
+
+    def on_record(self, person_id: str, payload: bytes) -> None:
+        with self._lock:
+            self._inbox[person_id] = payload
+        self._wake.set()
+
+    def on_synced(self) -> None:
+        with self._lock:
+            self._synced_now = True
+        self._wake.set()
+
+    def on_connection(self, connected: bool) -> None:
+        if not connected:
+            with self._lock:
+                self._disconnected = True
+            self._wake.set()
+
+    def on_acknowledged(self, mid: int) -> None:
+        with self._lock:
+            self._acked.append(mid)
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        """The ``fleet status`` document."""
+        client = self._client
+        with self._lock:
+            counts = dict(self._counts)
+            summary = dict(self._summary)
+            last = None if self._last_applied is None else dict(self._last_applied)
+        return {
+            "enabled": True,
+            "fleet_id": self.fleet_id,
+            "device": self.device_id,
+            "key_id": self._key.key_id,
+            "connected": client is not None and client.connected,
+            "synced": summary.pop("synced", False),
+            "persons": self._db.snapshot().persons,
+            **summary,
+            "published": counts.get("published", 0),
+            "applied": counts.get("applied", 0),
+            "deleted": counts.get("deleted", 0),
+            "refused": counts.get("refused", 0),
+            "invalid": counts.get("invalid", 0),
+            "other_model": counts.get("other_model", 0),
+            "too_large": counts.get("too_large", 0),
+            "failed": counts.get("failed", 0),
+            "last_applied": last,
+        }
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(_IDLE_S)
+            self._wake.clear()
+            try:
+                self._step()
+            except Exception:
+                _LOGGER.exception("fleet %s: replication step failed; retrying", self.fleet_id)
+                self._stop.wait(_IDLE_S)
+        try:
+            self._note_local_changes()
+            self._state.save()
+        except EdgefaceError as exc:
+            _LOGGER.warning("fleet: %s", exc)
+
+    def _step(self) -> None:
+        with self._lock:
+            acked, self._acked = self._acked, []
+            disconnected, self._disconnected = self._disconnected, False
+            synced_now, self._synced_now = self._synced_now, False
+        for mid in acked:
+            if (sent := self._in_flight.pop(mid, None)) is not None:
+                self._broker[sent[0]] = sent[1]
+                self._counts["published"] += 1
+        if disconnected:
+            self._synced = False
+            self._dirty.update(person_id for person_id, _ in self._in_flight.values())
+            self._in_flight.clear()
+        changed = self._note_local_changes()
+        changed |= self._apply_inbox()
+        if synced_now and not self._inbox_size():
+            self._caught_up()
+            changed = True
+        if self._synced:
+            self._publish_dirty()
+            if time.monotonic() >= self._next_expiry:
+                changed |= self._expire_tombstones()
+                self._next_expiry = time.monotonic() + EXPIRE_EVERY_S
+        if changed:
+            self._state.save()
+        self._summarise()
+
+    def _inbox_size(self) -> int:
+        with self._lock:
+            return len(self._inbox)
+
+    def _caught_up(self) -> None:
+        """Every retained record is in: publish what the broker lacks or holds in an older version."""
+        self._synced = True
+        self._next_expiry = 0.0
+        for person in self._db.contents().people:
+            if self._broker.get(person.id) != self._digest(person):
+                self._dirty.add(person.id)
+        for person_id in self._state.tombstones:
+            if self._broker.get(person_id) != _TOMBSTONE_DIGEST:
+                self._dirty.add(person_id)
+        _LOGGER.info(
+            "fleet %s: caught up; %d persons, %d to publish", self.fleet_id, len(self._broker), len(self._dirty)
+        )
+
+    # --- local changes ------------------------------------------------------------------------
+
+    def _note_local_changes(self) -> bool:
+        """Diff the database against the last contents seen; True when anything was noted."""
+        with self._lock:
+            latest, self._latest = self._latest, None
+        if latest is None:
+            return False
+        before = {p.id: p for p in self._baseline.people}
+        after = {p.id: p for p in latest.people}
+        for person_id, person in after.items():
+            old = before.get(person_id)
+            if old is person or old == person:
+                continue
+            if self._applied.pop(person_id, None) == self._digest(person):
+                continue  # what the fleet just stored
+            self._state.origins[person_id] = self.device_id
+            if old is not None:
+                gone = {s.id for s in old.samples} - {s.id for s in person.samples}
+                self._state.removed.setdefault(person_id, set()).update(gone)
+            self._state.tombstones.pop(person_id, None)
+            self._dirty.add(person_id)
+        for person_id in before.keys() - after.keys():
+            if person_id in self._applied_deletes:
+                self._applied_deletes.discard(person_id)
+                continue
+            deleted = later_than(before[person_id].updated)
+            self._state.tombstones[person_id] = Tombstone(person_id, deleted, self.device_id)
+            self._state.origins.pop(person_id, None)
+            self._state.removed.pop(person_id, None)
+            self._dirty.add(person_id)
+        self._state.known = set(after)
+        self._baseline = latest
+        return True
+
+    def _local(self, contents: store.Contents, rows: _Spans, person_id: str) -> PersonState | None:
+        span = rows.get(person_id)
+        if span is None:
+            return None
+        index, start, end = span
+        return PersonState(
+            contents.people[index],
+            contents.matrix[start:end],
+            self._state.origins.get(person_id, self.device_id),
+            frozenset(self._state.removed.get(person_id, ())),
+        )
+
+    def _digest(self, person: PersonRecord) -> str:
+        hit = self._digests.get(person.id)
+        if hit is None or hit[0] is not person:
+            hit = self._digests[person.id] = (person, digest(person))
+        return hit[1]
+
+    # --- remote records -----------------------------------------------------------------------
+
+    def _apply_inbox(self) -> bool:
+        with self._lock:
+            taken = dict(list(self._inbox.items())[:APPLY_BATCH])
+            for person_id in taken:
+                del self._inbox[person_id]
+        if not taken:
+            return False
+        if self._inbox_size() or len(taken) == APPLY_BATCH:
+            self._wake.set()  # more waiting: come back right after this batch
+        self._note_local_changes()  # so that a local edit is never mistaken for our own apply
+        contents = self._db.contents()
+        rows = _row_spans(contents)
+        upserts: dict[str, PersonState] = {}
+        deletes: list[str] = []
+        for person_id, payload in taken.items():
+            fingerprint = hashlib.blake2b(payload, digest_size=16).digest()
+            if self._seen.get(person_id) == fingerprint:
+                continue  # the same record again (a reconnect's catch-up): already handled
+            self._seen[person_id] = fingerprint
+            if not payload:
+                self._broker.pop(person_id, None)  # cleared (an expired tombstone)
+                continue
+            try:
+                record = decode(
+                    payload,
+                    key=self._key,
+                    fleet_id=self.fleet_id,
+                    person_id=person_id,
+                    model_id=self._db.model_id,
+                    dim=self._db.dim,
+                )
+            except RecordRefusedError as exc:
+                self._counts[exc.reason] += 1
+                _LOGGER.warning("fleet %s: record of person %s %s: %s", self.fleet_id, person_id, exc.reason, exc)
+                continue
+            body = record.body
+            self._broker[person_id] = _TOMBSTONE_DIGEST if isinstance(body, Tombstone) else digest(body.person)
+            if record.publisher == self.device_id:
+                continue  # our own record: it tells what the broker holds, nothing to apply
+            local = self._local(contents, rows, person_id)
+            tomb = self._state.tombstones.get(person_id)
+            if isinstance(body, Tombstone):
+                res = resolve_tombstone(local, tomb, body)
+            else:
+                res = resolve_person(local, tomb, body)
+            if res.store is not None:
+                upserts[person_id] = res.store
+            if res.delete:
+                deletes.append(person_id)
+            if res.tombstone is not None:
+                self._state.tombstones[person_id] = res.tombstone
+            if res.publish:
+                self._dirty.add(person_id)
+        if upserts or deletes:
+            self._store(contents, upserts, deletes)
+        return True
+
+    def _store(self, contents: store.Contents, upserts: dict[str, PersonState], deletes: list[str]) -> None:
+        renamed = _resolve_names(contents, upserts, deletes, self.device_id)
+        try:
+            self._db.apply_remote([(s.person, s.vectors) for s in upserts.values()], deletes)
+        except EdgefaceError as exc:
+            self._counts["failed"] += len(upserts) + len(deletes)
+            _LOGGER.warning("fleet %s: could not store %d records: %s", self.fleet_id, len(upserts) + len(deletes), exc)
+            for person_id in (*upserts, *deletes):
+                self._seen.pop(person_id, None)  # tried again at the next catch-up
+            return
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for person_id, state in upserts.items():
+            self._applied[person_id] = digest(state.person)
+            self._state.origins[person_id] = state.origin
+            self._state.removed[person_id] = set(state.removed)
+            self._state.tombstones.pop(person_id, None)
+            self._last_applied = {"person_id": person_id, "name": state.person.name, "origin": state.origin, "at": now}
+        self._dirty.update(renamed)
+        for person_id in deletes:
+            self._applied_deletes.add(person_id)
+            self._state.origins.pop(person_id, None)
+            self._state.removed.pop(person_id, None)
+            self._last_applied = {"person_id": person_id, "name": None, "origin": "deleted", "at": now}
+        self._counts["applied"] += len(upserts)
+        self._counts["deleted"] += len(deletes)
+        _LOGGER.info("fleet %s: applied %d records, %d deletions", self.fleet_id, len(upserts), len(deletes))
+        self._on_applied()
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def _publish_dirty(self) -> None:
+        if not self._dirty or self._client is None:
+            return
+        contents = self._db.contents()
+        rows = _row_spans(contents)
+        for person_id in sorted(self._dirty):
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                return  # acknowledgements wake us for the rest
+            local = self._local(contents, rows, person_id)
+            tomb = self._state.tombstones.get(person_id)
+            if local is not None:
+                payload = encode_person(
+                    local, fleet_id=self.fleet_id, publisher=self.device_id, model_id=self._db.model_id, key=self._key
+                )
+                sent = self._digest(local.person)
+            elif tomb is not None:
+                payload = encode_tombstone(tomb, fleet_id=self.fleet_id, publisher=self.device_id, key=self._key)
+                sent = _TOMBSTONE_DIGEST
+            else:
+                self._dirty.discard(person_id)
+                continue
+            if len(payload) > self._max_record_bytes:
+                self._counts["too_large"] += 1
+                self._dirty.discard(person_id)
+                _LOGGER.warning(
+                    "fleet: record of person %s is %d bytes, over fleet.max_record_bytes %d; not published",
+                    person_id, len(payload), self._max_record_bytes,
+                )  # fmt: skip
+                continue
+            mid = self._client.publish(self._topics.fleet_person(self.fleet_id, person_id), payload)
+            if mid is None:
+                return  # not connected: stays dirty
+            self._in_flight[mid] = (person_id, sent)
+            self._seen.pop(person_id, None)
+            self._dirty.discard(person_id)
+
+    def _expire_tombstones(self) -> bool:
+        if self._client is None:
+            return False
+        now = time.time()
+        tombs = self._state.tombstones.values()
+        expired = [t for t in tombs if now - parse_time(t.deleted).timestamp() > self._horizon_s]
+        for tomb in expired:
+            # An empty retained message removes the record from the broker.
+            if self._client.publish(self._topics.fleet_person(self.fleet_id, tomb.person_id), b"") is None:
+                return bool(expired)
+            self._state.forget(tomb.person_id)
+            self._broker.pop(tomb.person_id, None)
+            self._dirty.discard(tomb.person_id)
+        if expired:
+            _LOGGER.info("fleet %s: cleared %d tombstones older than the horizon", self.fleet_id, len(expired))
+        return bool(expired)
+
+    def _summarise(self) -> None:
+        people = self._db.contents().people
+        in_sync = sum(1 for p in people if self._broker.get(p.id) == self._digest(p))
+        with self._lock:
+            waiting = len(self._inbox)
+            self._summary = {
+                "synced": self._synced,
+                "in_sync": in_sync,
+                "pending": len(self._dirty) + len(self._in_flight) + waiting,
+                "tombstones": len(self._state.tombstones),
+            }
+
+
+def _row_spans(contents: store.Contents) -> _Spans:
+    """person id -> (index in ``people``, first row, end row in ``matrix``)."""
+    spans: _Spans = {}
+    start = 0
+    for index, person in enumerate(contents.people):
+        spans[person.id] = (index, start, start + len(person.samples))
+        start += len(person.samples)
+    return spans
+
+
+def _resolve_names(
+    contents: store.Contents, upserts: dict[str, PersonState], deletes: list[str], device_id: str
+) -> set[str]:
+    """Two different persons with one name (enrolled separately on two devices): the incoming one
+    is renamed "<name> (<id prefix>)" as an edit of this device, published like any other."""
+    taken = {name_key(p.name): p.id for p in contents.people if p.id not in upserts and p.id not in deletes}
+    renamed: set[str] = set()
+    for person_id, state in list(upserts.items()):
+        key = name_key(state.person.name)
+        if taken.get(key, person_id) != person_id:
+            name = f"{state.person.name} ({person_id[:6]})"
+            upserts[person_id] = replace(state, person=state.person.changed(name=name), origin=device_id)
+            renamed.add(person_id)
+            _LOGGER.warning("fleet: another person is named %r; storing %s as %r", state.person.name, person_id, name)
+            key = name_key(name)
+        taken[key] = person_id
+    return renamed
