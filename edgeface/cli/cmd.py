@@ -53,6 +53,12 @@ def register(sub: Any) -> None:
     fields.add_argument("--metadata", help="metadata as a JSON object")
     fields.add_argument("--force", action="store_true", default=None, help="enroll even if the face matches someone")
     fields.add_argument("--request-id", help="idempotency key (default: random)")
+    add_connection_arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which device on which broker to talk to (``cmd``, ``fleet status``)."""
     conn = parser.add_argument_group("connection")
     conn.add_argument("--config", type=Path, help="take broker, device and keys from this settings file")
     conn.add_argument("--host", help="broker host (default 127.0.0.1)")
@@ -64,7 +70,6 @@ def register(sub: Any) -> None:
     conn.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default 10)")
     conn.add_argument("--key-id", help="sign the command with this key")
     conn.add_argument("--key-file", type=Path, help="secret of --key-id, or a JSON {key_id: secret} file (mode 0600)")
-    parser.set_defaults(handler=_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,26 +84,37 @@ class Target:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        target, keys_file = _target(args)
         payload = _payload(args)
-        if args.key_id or args.key_file:
-            key_id, secret = _key(args.key_id, args.key_file or keys_file)
-            payload = sign(payload, args.cmd_verb, key_id, secret)
     except (ConfigError, ValueError) as exc:
         print(f"edgeface cmd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        reply = send_command(target, args.cmd_verb, payload, args.timeout)
-    except BrokerError as exc:
-        print(f"edgeface cmd: {exc}", file=sys.stderr)
-        return EXIT_NO_REPLY
-    if reply is None:
-        print(
-            f"edgeface cmd: no reply from device {target.topics.device_id!r} within {args.timeout:g}s", file=sys.stderr
-        )
-        return EXIT_NO_REPLY
+    reply = exchange(args, args.cmd_verb, payload, "edgeface cmd")
+    if isinstance(reply, int):
+        return reply
     print(json.dumps(reply, indent=2, ensure_ascii=False))
     return EXIT_OK if reply.get("ok") is True else EXIT_REFUSED
+
+
+def exchange(args: argparse.Namespace, verb: str, payload: dict[str, Any], prog: str) -> dict[str, Any] | int:
+    """Sign (with --key-id/--key-file) and send one command per the connection options; the reply,
+    or the exit code after printing why there is none."""
+    try:
+        target, keys_file = _target(args)
+        if args.key_id or args.key_file:
+            key_id, secret = _key(args.key_id, args.key_file or keys_file)
+            payload = sign(payload, verb, key_id, secret)
+    except (ConfigError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        reply = send_command(target, verb, payload, args.timeout)
+    except BrokerError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_NO_REPLY
+    if reply is None:
+        print(f"{prog}: no reply from device {target.topics.device_id!r} within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_NO_REPLY
+    return reply
 
 
 def _target(args: argparse.Namespace) -> tuple[Target, Path | None]:

@@ -61,6 +61,7 @@ class FleetClient:
         self._marker = b""
         self._pending_subs: set[int] = set()
         self._client: mqtt.Client | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -103,6 +104,7 @@ class FleetClient:
         client, self._client = self._client, None
         if client is None:
             return
+        self._closing = True
         client.disconnect()
         client.loop_stop()
 
@@ -154,8 +156,9 @@ class FleetClient:
     ) -> None:
         with self._lock:
             was, self._connected = self._connected, False
-        if was:
+        if was and not self._closing:
             _LOGGER.warning("fleet %s: lost the broker (%s); reconnecting", self._fleet_id, reason)
+        if was:
             self._on_connection(False)
 
     def _handle_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:

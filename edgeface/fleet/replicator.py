@@ -386,13 +386,18 @@ class Replicator:
             self._state.origins[person_id] = state.origin
             self._state.removed[person_id] = set(state.removed)
             self._state.tombstones.pop(person_id, None)
-            self._last_applied = {"person_id": person_id, "name": state.person.name, "origin": state.origin, "at": now}
+            self._last_applied = {
+                "person_id": person_id, "name": state.person.name, "change": "update", "origin": state.origin, "at": now
+            }  # fmt: skip
         self._dirty.update(renamed)
         for person_id in deletes:
+            tomb = self._state.tombstones[person_id]
+            self._last_applied = {
+                "person_id": person_id, "name": None, "change": "delete", "origin": tomb.origin, "at": now
+            }  # fmt: skip
             self._applied_deletes.add(person_id)
             self._state.origins.pop(person_id, None)
             self._state.removed.pop(person_id, None)
-            self._last_applied = {"person_id": person_id, "name": None, "origin": "deleted", "at": now}
         self._counts["applied"] += len(upserts)
         self._counts["deleted"] += len(deletes)
         _LOGGER.info("fleet %s: applied %d records, %d deletions", self.fleet_id, len(upserts), len(deletes))

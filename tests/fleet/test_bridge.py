@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from edgeface.config import load_settings
+from edgeface.errors import ConfigError
 from edgeface.fleet.records import FleetKey, PersonState, encode_person
+from edgeface.fleet.service import load_key
+from edgeface.matching.db import FaceDatabase
 from edgeface.matching.records import PersonRecord, SampleRecord, now_iso
 from tests.conftest import MqttProbe
 from tests.fleet.conftest import FLEET_SECRET, Bridged, Stack, same_gallery, wait_until
@@ -156,3 +162,27 @@ def test_forged_and_foreign_model_records_are_refused_and_counted(
         probe.publish(topic, b"", retain=True)
     finally:
         probe.close()
+
+
+def test_a_change_written_by_another_process_is_published_after_the_reload(
+    bridged: Bridged, make_stack: Callable[..., Stack], embeddings: dict[str, np.ndarray]
+) -> None:
+    a = make_stack("door-a", bridged.a.port).start()
+    b = make_stack("door-b", bridged.b.port).start()
+    # `edgeface db enroll` in another process: its own database object on the same file.
+    other = FaceDatabase.open(a.db.path, a.model_id, 128)
+    carol = other.add_person("Carol", {}, [embeddings["biden.jpg"]])
+    assert a.db.reload()  # what the daemon's file watcher does
+    wait_until(lambda: _has(b, carol.id, name="Carol"), what="Carol on B")
+    wait_until(lambda: a.status()["in_sync"] == 1 and a.status()["published"] == 1, what="A in sync")
+
+
+def test_fleet_needs_a_private_key_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="key_file"):
+        load_settings(None, fleet={"enabled": True})
+    key = tmp_path / "fleet.key"
+    key.write_text(FLEET_SECRET)
+    key.chmod(0o644)
+    settings = load_settings(None, fleet={"enabled": True, "key_file": str(key)})
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_key(settings)
