@@ -23,13 +23,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeface.errors import EdgefaceError
 from edgeface.fleet.client import FleetClient
+from edgeface.fleet.local import Spans, local_state, note_changes, resolve_names, row_spans
 from edgeface.fleet.merge import resolve_person, resolve_tombstone
 from edgeface.fleet.records import (
     FleetKey,
@@ -44,7 +44,7 @@ from edgeface.fleet.records import (
 from edgeface.fleet.state import FleetState
 from edgeface.matching import store
 from edgeface.matching.db import FaceDatabase
-from edgeface.matching.records import PersonRecord, later_than, name_key, now_iso, parse_time
+from edgeface.matching.records import PersonRecord, now_iso, parse_time
 from edgeface.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ MAX_IN_FLIGHT = 100
 EXPIRE_EVERY_S = 60.0
 _IDLE_S = 1.0
 _TOMBSTONE_DIGEST = "tombstone"
-_Spans = dict[str, tuple[int, int, int]]
 
 
 class Replicator:
@@ -107,6 +106,7 @@ class Replicator:
         self._applied_deletes: set[str] = set()
         self._digests: dict[str, tuple[PersonRecord, str]] = {}
         self._synced = False
+        self._catching_up = False  # the marker arrived; records before it may still be in the inbox
         self._next_expiry = 0.0
         # Read by ``status`` under ``_lock``.
         self._counts: Counter[str] = Counter()
@@ -221,14 +221,16 @@ class Replicator:
         for mid in acked:
             if (sent := self._in_flight.pop(mid, None)) is not None:
                 self._broker[sent[0]] = sent[1]
-                self._counts["published"] += 1
+                self._count("published")
         if disconnected:
-            self._synced = False
+            self._synced = self._catching_up = False
             self._dirty.update(person_id for person_id, _ in self._in_flight.values())
             self._in_flight.clear()
+        self._catching_up |= synced_now
         changed = self._note_local_changes()
         changed |= self._apply_inbox()
-        if synced_now and not self._inbox_size():
+        if self._catching_up and not self._inbox_size():
+            self._catching_up = False
             self._caught_up()
             changed = True
         if self._synced:
@@ -266,44 +268,20 @@ class Replicator:
             latest, self._latest = self._latest, None
         if latest is None:
             return False
-        before = {p.id: p for p in self._baseline.people}
-        after = {p.id: p for p in latest.people}
-        for person_id, person in after.items():
-            old = before.get(person_id)
-            if old is person or old == person:
-                continue
-            if self._applied.pop(person_id, None) == self._digest(person):
-                continue  # what the fleet just stored
-            self._state.origins[person_id] = self.device_id
-            if old is not None:
-                gone = {s.id for s in old.samples} - {s.id for s in person.samples}
-                self._state.removed.setdefault(person_id, set()).update(gone)
-            self._state.tombstones.pop(person_id, None)
-            self._dirty.add(person_id)
-        for person_id in before.keys() - after.keys():
-            if person_id in self._applied_deletes:
-                self._applied_deletes.discard(person_id)
-                continue
-            deleted = later_than(before[person_id].updated)
-            self._state.tombstones[person_id] = Tombstone(person_id, deleted, self.device_id)
-            self._state.origins.pop(person_id, None)
-            self._state.removed.pop(person_id, None)
-            self._dirty.add(person_id)
-        self._state.known = set(after)
+        self._dirty |= note_changes(
+            self._baseline,
+            latest,
+            state=self._state,
+            device_id=self.device_id,
+            applied=self._applied,
+            applied_deletes=self._applied_deletes,
+            digest_of=self._digest,
+        )
         self._baseline = latest
         return True
 
-    def _local(self, contents: store.Contents, rows: _Spans, person_id: str) -> PersonState | None:
-        span = rows.get(person_id)
-        if span is None:
-            return None
-        index, start, end = span
-        return PersonState(
-            contents.people[index],
-            contents.matrix[start:end],
-            self._state.origins.get(person_id, self.device_id),
-            frozenset(self._state.removed.get(person_id, ())),
-        )
+    def _local(self, contents: store.Contents, rows: Spans, person_id: str) -> PersonState | None:
+        return local_state(contents, rows, person_id, self._state, self.device_id)
 
     def _digest(self, person: PersonRecord) -> str:
         hit = self._digests.get(person.id)
@@ -324,7 +302,7 @@ class Replicator:
             self._wake.set()  # more waiting: come back right after this batch
         self._note_local_changes()  # so that a local edit is never mistaken for our own apply
         contents = self._db.contents()
-        rows = _row_spans(contents)
+        rows = row_spans(contents)
         upserts: dict[str, PersonState] = {}
         deletes: list[str] = []
         for person_id, payload in taken.items():
@@ -345,7 +323,7 @@ class Replicator:
                     dim=self._db.dim,
                 )
             except RecordRefusedError as exc:
-                self._counts[exc.reason] += 1
+                self._count(exc.reason)
                 _LOGGER.warning("fleet %s: record of person %s %s: %s", self.fleet_id, person_id, exc.reason, exc)
                 continue
             body = record.body
@@ -371,11 +349,11 @@ class Replicator:
         return True
 
     def _store(self, contents: store.Contents, upserts: dict[str, PersonState], deletes: list[str]) -> None:
-        renamed = _resolve_names(contents, upserts, deletes, self.device_id)
+        renamed = resolve_names(contents, upserts, deletes, self.device_id)
         try:
             self._db.apply_remote([(s.person, s.vectors) for s in upserts.values()], deletes)
         except EdgefaceError as exc:
-            self._counts["failed"] += len(upserts) + len(deletes)
+            self._count("failed", len(upserts) + len(deletes))
             _LOGGER.warning("fleet %s: could not store %d records: %s", self.fleet_id, len(upserts) + len(deletes), exc)
             for person_id in (*upserts, *deletes):
                 self._seen.pop(person_id, None)  # tried again at the next catch-up
@@ -398,8 +376,8 @@ class Replicator:
             self._applied_deletes.add(person_id)
             self._state.origins.pop(person_id, None)
             self._state.removed.pop(person_id, None)
-        self._counts["applied"] += len(upserts)
-        self._counts["deleted"] += len(deletes)
+        self._count("applied", len(upserts))
+        self._count("deleted", len(deletes))
         _LOGGER.info("fleet %s: applied %d records, %d deletions", self.fleet_id, len(upserts), len(deletes))
         self._on_applied()
 
@@ -409,7 +387,7 @@ class Replicator:
         if not self._dirty or self._client is None:
             return
         contents = self._db.contents()
-        rows = _row_spans(contents)
+        rows = row_spans(contents)
         for person_id in sorted(self._dirty):
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 return  # acknowledgements wake us for the rest
@@ -427,7 +405,7 @@ class Replicator:
                 self._dirty.discard(person_id)
                 continue
             if len(payload) > self._max_record_bytes:
-                self._counts["too_large"] += 1
+                self._count("too_large")
                 self._dirty.discard(person_id)
                 _LOGGER.warning(
                     "fleet: record of person %s is %d bytes, over fleet.max_record_bytes %d; not published",
@@ -458,6 +436,10 @@ class Replicator:
             _LOGGER.info("fleet %s: cleared %d tombstones older than the horizon", self.fleet_id, len(expired))
         return bool(expired)
 
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[what] += n
+
     def _summarise(self) -> None:
         people = self._db.contents().people
         in_sync = sum(1 for p in people if self._broker.get(p.id) == self._digest(p))
@@ -469,32 +451,3 @@ class Replicator:
                 "pending": len(self._dirty) + len(self._in_flight) + waiting,
                 "tombstones": len(self._state.tombstones),
             }
-
-
-def _row_spans(contents: store.Contents) -> _Spans:
-    """person id -> (index in ``people``, first row, end row in ``matrix``)."""
-    spans: _Spans = {}
-    start = 0
-    for index, person in enumerate(contents.people):
-        spans[person.id] = (index, start, start + len(person.samples))
-        start += len(person.samples)
-    return spans
-
-
-def _resolve_names(
-    contents: store.Contents, upserts: dict[str, PersonState], deletes: list[str], device_id: str
-) -> set[str]:
-    """Two different persons with one name (enrolled separately on two devices): the incoming one
-    is renamed "<name> (<id prefix>)" as an edit of this device, published like any other."""
-    taken = {name_key(p.name): p.id for p in contents.people if p.id not in upserts and p.id not in deletes}
-    renamed: set[str] = set()
-    for person_id, state in list(upserts.items()):
-        key = name_key(state.person.name)
-        if taken.get(key, person_id) != person_id:
-            name = f"{state.person.name} ({person_id[:6]})"
-            upserts[person_id] = replace(state, person=state.person.changed(name=name), origin=device_id)
-            renamed.add(person_id)
-            _LOGGER.warning("fleet: another person is named %r; storing %s as %r", state.person.name, person_id, name)
-            key = name_key(name)
-        taken[key] = person_id
-    return renamed
