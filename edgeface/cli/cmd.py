@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
         "cmd",
         help="send a command to a running device and print the reply",
         description="Send VERB (enroll, confirm, reject, ignore, list, get, rename, update, delete, backups, "
-        "restore, reload, status, unknowns) with a JSON payload and print the device's JSON reply.",
+        "restore, reload, status, unknowns, fleet_status) with a JSON payload and print the device's JSON reply.",
     )
     parser.add_argument("cmd_verb", metavar="VERB", help="command verb")
     parser.add_argument("payload", metavar="JSON", nargs="?", help='payload object, e.g. \'{"person_id": "p1"}\'')

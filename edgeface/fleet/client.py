@@ -108,6 +108,14 @@ class FleetClient:
         client.disconnect()
         client.loop_stop()
 
+    def resend_marker(self) -> None:
+        """Publish the catch-up marker again (the broker may have dropped the first one, see replicator)."""
+        client = self._client
+        with self._lock:
+            marker, ready = self._marker, self._connected and not self._pending_subs
+        if client is not None and ready:
+            client.publish(self._topics.fleet_sync(self._fleet_id), marker, qos=QOS, retain=False)
+
     def publish(self, topic: str, payload: bytes) -> int | None:
         """Publish a retained QoS 1 message; its mid (acknowledged later), None when not connected."""
         client = self._client

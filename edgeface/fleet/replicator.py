@@ -56,6 +56,10 @@ APPLY_BATCH = 2000
 MAX_IN_FLIGHT = 100
 # How often expired tombstones are looked for (they are also checked after each catch-up).
 EXPIRE_EVERY_S = 60.0
+# A catch-up marker not back after this long was probably dropped together with records: a broker
+# bounds what it queues per client (Mosquitto: max_queued_messages, default 1000) and drops the rest
+# of a larger retained burst. Warn, and ask again (the records lost stay lost until the next connect).
+SYNC_WARN_S = 30.0
 _IDLE_S = 1.0
 _TOMBSTONE_DIGEST = "tombstone"
 
@@ -96,6 +100,7 @@ class Replicator:
         self._synced_now = False
         self._acked: list[int] = []
         self._disconnected = False
+        self._connected_at: float | None = None
         # Ours alone.
         self._baseline = db.contents()
         self._seen: dict[str, bytes] = {}  # person id -> hash of the last payload handled
@@ -159,10 +164,12 @@ class Replicator:
         self._wake.set()
 
     def on_connection(self, connected: bool) -> None:
-        if not connected:
-            with self._lock:
+        with self._lock:
+            if connected:
+                self._connected_at = time.monotonic()
+            else:
                 self._disconnected = True
-            self._wake.set()
+        self._wake.set()
 
     def on_acknowledged(self, mid: int) -> None:
         with self._lock:
@@ -193,6 +200,7 @@ class Replicator:
             "other_model": counts.get("other_model", 0),
             "too_large": counts.get("too_large", 0),
             "failed": counts.get("failed", 0),
+            "sync_retries": counts.get("sync_retries", 0),
             "last_applied": last,
         }
 
@@ -233,6 +241,7 @@ class Replicator:
             self._catching_up = False
             self._caught_up()
             changed = True
+        self._check_sync_overdue()
         if self._synced:
             self._publish_dirty()
             if time.monotonic() >= self._next_expiry:
@@ -241,6 +250,22 @@ class Replicator:
         if changed:
             self._state.save()
         self._summarise()
+
+    def _check_sync_overdue(self) -> None:
+        with self._lock:
+            since = self._connected_at
+            overdue = since is not None and not self._synced and time.monotonic() - since > SYNC_WARN_S
+            if overdue:
+                self._connected_at = time.monotonic()
+        if overdue and self._client is not None:
+            self._count("sync_retries")
+            _LOGGER.warning(
+                "fleet %s: not caught up %gs after connecting (%d records so far); the broker may drop retained "
+                "records beyond its per-client queue (Mosquitto: raise max_queued_messages above the number of "
+                "persons); asking again",
+                self.fleet_id, SYNC_WARN_S, len(self._seen),
+            )  # fmt: skip
+            self._client.resend_marker()
 
     def _inbox_size(self) -> int:
         with self._lock:
