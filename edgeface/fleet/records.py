@@ -221,6 +221,10 @@ def _person_state(obj: dict[str, Any], person_id: str, origin: str, model_id: st
         }
     )
     parse_time(person.updated)
+    if person.positives == 0:
+        raise ValueError("a person needs at least one positive sample")
+    if len({s.id for s in samples}) != len(samples):
+        raise ValueError("duplicate sample ids")
     removed = obj["removed"]
     if not isinstance(removed, list):
         raise ValueError("removed is not a list")

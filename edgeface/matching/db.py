@@ -362,6 +362,9 @@ class FaceDatabase:
             for p in people:
                 if (other := names.setdefault(name_key(p.name), p.id)) != p.id:
                     raise CommandError("conflict", f"persons {other} and {p.id} would both be named {p.name!r}")
+            sample_ids = [s.id for p in people for s in p.samples]
+            if len(set(sample_ids)) != len(sample_ids):
+                raise CommandError("conflict", "two persons would hold samples with the same id")
             matrix = np.vstack(blocks) if blocks else np.zeros((0, self.dim), np.float32)
             return replace(c, people=tuple(people), matrix=matrix.astype(np.float32, copy=False)), None, {}
 
