@@ -110,6 +110,7 @@ class Stack:
     model_id: str
     key_file: Path
     fleet_id: str = "site"
+    horizon_s: float = 90 * 86400.0
     replicator: Replicator | None = None
     db: FaceDatabase = field(init=False)
 
@@ -122,7 +123,12 @@ class Stack:
             None,
             device={"id": self.device_id, "state_dir": str(self.root)},
             mqtt={"host": "127.0.0.1", "port": self.port, "reconnect_max_s": 1},
-            fleet={"enabled": True, "id": self.fleet_id, "key_file": str(self.key_file)},
+            fleet={
+                "enabled": True,
+                "id": self.fleet_id,
+                "key_file": str(self.key_file),
+                "tombstone_horizon_s": self.horizon_s,
+            },
         )
 
     def start(self) -> Stack:

@@ -92,6 +92,7 @@ def test_edits_made_while_a_device_is_stopped_are_published_when_it_returns(
     a.db.delete_person(p2.id)
     a.start()
     wait_until(lambda: _has(b, p1.id, name="P1 offline edit") and _gone(b, p2.id), what="offline edits on B")
+    assert a.status()["applied"] == 0  # its own retained records came back and were not re-applied
 
 
 def test_concurrent_edits_converge_to_the_same_database(
@@ -186,3 +187,58 @@ def test_fleet_needs_a_private_key_file(tmp_path: Path) -> None:
     settings = load_settings(None, fleet={"enabled": True, "key_file": str(key)})
     with pytest.raises(ConfigError, match="chmod 600"):
         load_key(settings)
+
+
+def test_two_persons_enrolled_with_one_name_at_two_doors_both_stay_under_distinct_names(
+    bridged: Bridged, make_stack: Callable[..., Stack], embeddings: dict[str, np.ndarray]
+) -> None:
+    a = make_stack("door-a", bridged.a.port)
+    b = make_stack("door-b", bridged.b.port)
+    dave_a = a.db.add_person("Dave", {}, [embeddings["obama.jpg"]])
+    dave_b = b.db.add_person("Dave", {}, [embeddings["biden.jpg"]])
+    a.start()
+    b.start()
+
+    def converged() -> bool:
+        x, y = a.people(), b.people()
+        return len(x) == 2 and same_gallery(x, y) and len({v[0] for v in x.values()}) == 2
+
+    wait_until(converged, timeout=30, what="both Daves on both doors")
+    names = {p.id: p.name for p in a.db.list()[1]}
+    assert names[dave_a.id].startswith("Dave") and names[dave_b.id].startswith("Dave")
+
+
+def test_tombstone_older_than_the_horizon_is_cleared_from_the_broker(
+    bridged: Bridged, make_stack: Callable[..., Stack], embeddings: dict[str, np.ndarray]
+) -> None:
+    a = make_stack("door-a", bridged.a.port)
+    a.horizon_s = 3600
+    a.start()
+    erin = a.db.add_person("Erin", {}, [embeddings["obama.jpg"]])
+    a.db.delete_person(erin.id)
+    wait_until(lambda: a.status()["tombstones"] == 1 and a.status()["pending"] == 0, what="tombstone published")
+    topic = f"edgeface/fleet/site/persons/{erin.id}"
+    probe = MqttProbe(bridged.b.port, topic)  # the tombstone is retained, on both sides of the bridge
+    try:
+        assert json.loads(probe.wait_for(topic).payload)["kind"] == "tombstone"
+    finally:
+        probe.close()
+    a.stop()
+    state_file = a.root / "fleet-site.json"
+    state = json.loads(state_file.read_text())
+    state["tombstones"][erin.id]["deleted"] = "2020-01-01T00:00:00.000+00:00"  # deleted long ago
+    state_file.write_text(json.dumps(state))
+    a.start()
+    wait_until(lambda: a.status()["tombstones"] == 0, what="tombstone forgotten")
+
+    def cleared() -> bool:
+        probe = MqttProbe(bridged.b.port, topic)
+        try:
+            probe.wait_for(topic, timeout=1.0)
+        except AssertionError:
+            return True  # no retained message any more
+        finally:
+            probe.close()
+        return False
+
+    wait_until(cleared, what="retained tombstone removed on both brokers")
