@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,6 @@ from edgeface.config import load_settings
 from edgeface.errors import ConfigError
 from edgeface.fleet.records import FleetKey, PersonState, encode_person
 from edgeface.fleet.service import load_key
-from edgeface.matching.db import FaceDatabase
 from edgeface.matching.records import PersonRecord, SampleRecord, now_iso
 from tests.conftest import MqttProbe
 from tests.fleet.conftest import FLEET_SECRET, Bridged, Stack, same_gallery, wait_until
@@ -170,12 +172,22 @@ def test_a_change_written_by_another_process_is_published_after_the_reload(
 ) -> None:
     a = make_stack("door-a", bridged.a.port).start()
     b = make_stack("door-b", bridged.b.port).start()
-    # `edgeface db enroll` in another process: its own database object on the same file.
-    other = FaceDatabase.open(a.db.path, a.model_id, 128)
-    carol = other.add_person("Carol", {}, [embeddings["biden.jpg"]])
-    assert a.db.reload()  # what the daemon's file watcher does
+    carol = a.db.add_person("Carol", {}, [embeddings["biden.jpg"]])
     wait_until(lambda: _has(b, carol.id, name="Carol"), what="Carol on B")
-    wait_until(lambda: a.status()["in_sync"] == 1 and a.status()["published"] == 1, what="A in sync")
+    # `edgeface db rename` run as its own process on door A's database file.
+    env = {**os.environ, "EDGEFACE_DEVICE__STATE_DIR": str(a.root), "EDGEFACE_FLEET__ENABLED": "false"}
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeface", "db", "rename", carol.id, "Carol R."],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert a.db.reload()  # what the daemon's file watcher does when the file changes
+    wait_until(lambda: _has(b, carol.id, name="Carol R."), what="the CLI's rename on B")
+    wait_until(lambda: a.status()["in_sync"] == 1 and a.status()["published"] == 2, what="A in sync")
 
 
 def test_fleet_needs_a_private_key_file(tmp_path: Path) -> None:
