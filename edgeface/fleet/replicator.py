@@ -6,7 +6,7 @@ One thread (``fleet:<device>``) owns all replication state; it wakes when
   picked up by the daemon's reload, or this replicator's own apply) -- it diffs the new contents
   against the last ones it saw: a person changed by anything but the fleet is a local change
   (origin = this device, marked dirty), a person gone is a local deletion (a tombstone);
-* records arrived (paho's thread drops them into an inbox keyed by person, so a burst of 10,000
+* records arrived (paho's thread drops them into the ``Mailbox``, keyed by person, so a burst of 10,000
   retained records on joining is coalesced and applied in batches of one database save each);
 * the connection came, went, or caught up (``FleetClient``).
 
@@ -30,6 +30,7 @@ from typing import Any
 from edgeface.errors import EdgefaceError
 from edgeface.fleet.client import FleetClient
 from edgeface.fleet.local import Spans, local_state, note_changes, resolve_names, row_spans
+from edgeface.fleet.mailbox import Mailbox
 from edgeface.fleet.merge import resolve_person, resolve_tombstone
 from edgeface.fleet.records import (
     FleetKey,
@@ -91,16 +92,8 @@ class Replicator:
         self._state = FleetState.load(state_path)
         self._client: FleetClient | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        # Filled by other threads, taken by ours.
-        self._lock = threading.Lock()
-        self._inbox: dict[str, bytes] = {}
-        self._latest: store.Contents | None = None
-        self._synced_now = False
-        self._acked: list[int] = []
-        self._disconnected = False
-        self._connected_at: float | None = None
+        self.mailbox = Mailbox()  # what other threads hand to ours
         # Ours alone.
         self._baseline = db.contents()
         self._seen: dict[str, bytes] = {}  # person id -> hash of the last payload handled
@@ -114,6 +107,7 @@ class Replicator:
         self._catching_up = False  # the marker arrived; records before it may still be in the inbox
         self._next_expiry = 0.0
         # Read by ``status`` under ``_lock``.
+        self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._summary: dict[str, Any] = {"in_sync": 0, "pending": 0, "tombstones": 0}
         self._last_applied: dict[str, Any] | None = None
@@ -128,7 +122,7 @@ class Replicator:
             self._state.tombstones[person_id] = Tombstone(person_id, now_iso(), self.device_id)
             self._dirty.add(person_id)
         self._state.known = people
-        self._db.add_listener(self._on_db_change)
+        self._db.add_listener(self.mailbox.contents_changed)
         self._client = client
         self._thread = threading.Thread(target=self._run, name=f"fleet:{self.device_id}")
         self._thread.start()
@@ -137,44 +131,16 @@ class Replicator:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread, save the state, disconnect."""
         self._stop.set()
-        self._wake.set()
+        self.mailbox.wake()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 _LOGGER.warning("fleet thread still busy %gs after stop", timeout)
-        self._db.remove_listener(self._on_db_change)
+        self._db.remove_listener(self.mailbox.contents_changed)
         if self._client is not None:
             self._client.stop()
 
     # --- other threads ------------------------------------------------------------------------
-
-    def _on_db_change(self, _before: store.Contents, after: store.Contents) -> None:
-        with self._lock:
-            self._latest = after
-        self._wake.set()
-
-    def on_record(self, person_id: str, payload: bytes) -> None:
-        with self._lock:
-            self._inbox[person_id] = payload
-        self._wake.set()
-
-    def on_synced(self) -> None:
-        with self._lock:
-            self._synced_now = True
-        self._wake.set()
-
-    def on_connection(self, connected: bool) -> None:
-        with self._lock:
-            if connected:
-                self._connected_at = time.monotonic()
-            else:
-                self._disconnected = True
-        self._wake.set()
-
-    def on_acknowledged(self, mid: int) -> None:
-        with self._lock:
-            self._acked.append(mid)
-        self._wake.set()
 
     def status(self) -> dict[str, Any]:
         """The ``fleet status`` document."""
@@ -208,8 +174,7 @@ class Replicator:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(_IDLE_S)
-            self._wake.clear()
+            self.mailbox.wait(_IDLE_S)
             try:
                 self._step()
             except Exception:
@@ -222,22 +187,19 @@ class Replicator:
             _LOGGER.warning("fleet: %s", exc)
 
     def _step(self) -> None:
-        with self._lock:
-            acked, self._acked = self._acked, []
-            disconnected, self._disconnected = self._disconnected, False
-            synced_now, self._synced_now = self._synced_now, False
-        for mid in acked:
+        events = self.mailbox.take_events()
+        for mid in events.acked:
             if (sent := self._in_flight.pop(mid, None)) is not None:
                 self._broker[sent[0]] = sent[1]
                 self._count("published")
-        if disconnected:
+        if events.disconnected:
             self._synced = self._catching_up = False
             self._dirty.update(person_id for person_id, _ in self._in_flight.values())
             self._in_flight.clear()
-        self._catching_up |= synced_now
-        changed = self._note_local_changes()
+        self._catching_up |= events.synced
+        changed = self._note_local_changes(events.latest)
         changed |= self._apply_inbox()
-        if self._catching_up and not self._inbox_size():
+        if self._catching_up and not self.mailbox.waiting():
             self._catching_up = False
             self._caught_up()
             changed = True
@@ -252,12 +214,10 @@ class Replicator:
         self._summarise()
 
     def _check_sync_overdue(self) -> None:
-        with self._lock:
-            since = self._connected_at
-            overdue = since is not None and not self._synced and time.monotonic() - since > SYNC_WARN_S
-            if overdue:
-                self._connected_at = time.monotonic()
-        if overdue and self._client is not None:
+        if self._synced or self._catching_up or not self.mailbox.connected_longer_than(SYNC_WARN_S):
+            return
+        self.mailbox.restart_timer()
+        if self._client is not None:
             self._count("sync_retries")
             _LOGGER.warning(
                 "fleet %s: not caught up %gs after connecting (%d records so far); the broker may drop retained "
@@ -266,10 +226,6 @@ class Replicator:
                 self.fleet_id, SYNC_WARN_S, len(self._seen),
             )  # fmt: skip
             self._client.resend_marker()
-
-    def _inbox_size(self) -> int:
-        with self._lock:
-            return len(self._inbox)
 
     def _caught_up(self) -> None:
         """Every retained record is in: publish what the broker lacks or holds in an older version."""
@@ -287,10 +243,11 @@ class Replicator:
 
     # --- local changes ------------------------------------------------------------------------
 
-    def _note_local_changes(self) -> bool:
-        """Diff the database against the last contents seen; True when anything was noted."""
-        with self._lock:
-            latest, self._latest = self._latest, None
+    def _note_local_changes(self, latest: store.Contents | None = None) -> bool:
+        """Diff the database (``latest``, else what the mailbox holds) against the last contents
+        seen; True when anything was noted."""
+        if latest is None:
+            latest = self.mailbox.take_latest()
         if latest is None:
             return False
         self._dirty |= note_changes(
@@ -317,14 +274,9 @@ class Replicator:
     # --- remote records -----------------------------------------------------------------------
 
     def _apply_inbox(self) -> bool:
-        with self._lock:
-            taken = dict(list(self._inbox.items())[:APPLY_BATCH])
-            for person_id in taken:
-                del self._inbox[person_id]
+        taken = self.mailbox.take_records(APPLY_BATCH)
         if not taken:
             return False
-        if self._inbox_size() or len(taken) == APPLY_BATCH:
-            self._wake.set()  # more waiting: come back right after this batch
         self._note_local_changes()  # so that a local edit is never mistaken for our own apply
         contents = self._db.contents()
         rows = row_spans(contents)
@@ -468,8 +420,8 @@ class Replicator:
     def _summarise(self) -> None:
         people = self._db.contents().people
         in_sync = sum(1 for p in people if self._broker.get(p.id) == self._digest(p))
+        waiting = self.mailbox.waiting()
         with self._lock:
-            waiting = len(self._inbox)
             self._summary = {
                 "synced": self._synced,
                 "in_sync": in_sync,

@@ -57,10 +57,10 @@ def start_replicator(
         host=host,
         port=port,
         protocol=protocol,
-        on_record=replicator.on_record,
-        on_synced=replicator.on_synced,
-        on_connection=replicator.on_connection,
-        on_acknowledged=replicator.on_acknowledged,
+        on_record=replicator.mailbox.record,
+        on_synced=replicator.mailbox.synced,
+        on_connection=replicator.mailbox.connection,
+        on_acknowledged=replicator.mailbox.acknowledged,
     )
     replicator.start(client)
     return replicator
