@@ -111,6 +111,7 @@ class Stack:
     key_file: Path
     fleet_id: str = "site"
     horizon_s: float = 90 * 86400.0
+    max_record_bytes: int = 256 * 1024
     replicator: Replicator | None = None
     db: FaceDatabase = field(init=False)
 
@@ -128,6 +129,7 @@ class Stack:
                 "id": self.fleet_id,
                 "key_file": str(self.key_file),
                 "tombstone_horizon_s": self.horizon_s,
+                "max_record_bytes": self.max_record_bytes,
             },
         )
 

@@ -254,3 +254,17 @@ def test_tombstone_older_than_the_horizon_is_cleared_from_the_broker(
         return False
 
     wait_until(cleared, what="retained tombstone removed on both brokers")
+
+
+def test_a_record_over_the_size_limit_is_not_published_and_is_counted(
+    bridged: Bridged, make_stack: Callable[..., Stack], embeddings: dict[str, np.ndarray]
+) -> None:
+    a = make_stack("door-a", bridged.a.port)
+    a.max_record_bytes = 8192  # a person with 20 samples is a ~10.7 KB record
+    a.start()
+    b = make_stack("door-b", bridged.b.port).start()
+    small = a.db.add_person("Small", {}, [embeddings["obama.jpg"]])
+    large = a.db.add_person("Large", {}, [embeddings["biden.jpg"]] * 20)
+    wait_until(lambda: _has(b, small.id), what="the small record on B")
+    wait_until(lambda: a.status()["too_large"] == 1, what="the large record refused")
+    assert _gone(b, large.id)
