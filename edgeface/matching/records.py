@@ -56,7 +56,7 @@ def new_id(taken: set[str] | frozenset[str] = frozenset()) -> str:
     """A random id of ``ID_HEX_DIGITS`` hex digits not in ``taken``.
 
     64 bits: a fleet of a million persons (or ten million samples) draws a duplicate with odds of
-    about 3e-8 (1e-5), where the former 48-bit ids reached 0.2 % at a million. Older 12-digit ids
+    about 3e-8 (3e-6), where the former 48-bit ids reached 0.2 % at a million. Older 12-digit ids
     stay valid; nothing parses an id's length.
     """
     while True:
