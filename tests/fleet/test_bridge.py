@@ -51,6 +51,10 @@ def test_enroll_rename_delete_travel_both_ways(
     wait_until(lambda: _has(a, alice.id, name="Alice B."), what="rename on A")
     b.db.add_negative(alice.id, embeddings["biden.jpg"])
     wait_until(lambda: _has(a, alice.id) and a.db.get(alice.id).negatives == 1, what="negative on A")
+    dropped = alice.samples[1].id
+    b.db.delete_sample(alice.id, dropped)
+    wait_until(lambda: all(s.id != dropped for s in a.db.get(alice.id).samples), what="sample deletion on A")
+    assert a.db.get(alice.id).positives == 1
     b.db.delete_person(alice.id)
     wait_until(lambda: _gone(a, alice.id), what="delete on A")
     wait_until(lambda: a.status()["tombstones"] == 1 and b.status()["tombstones"] == 1, what="tombstones")
