@@ -104,12 +104,18 @@ class DecisionConfig(_Section):
         return self
 
 
+LivenessMode = Literal[
+    "off", "blink", "motion", "any", "all", "passive", "passive+blink", "passive+motion", "passive+any", "passive+all"
+]
+
+
 class LivenessConfig(_Section):
-    mode: Literal["off", "blink", "motion", "any", "all"] = Field(
+    mode: LivenessMode = Field(
         "off",
         description=(
-            "Liveness checks a grant needs: 'blink' (an eye blink), 'motion' (head moves in 3-D, unlike a photo), "
-            "'any' (either), 'all' (both); 'off' grants without liveness."
+            "Liveness checks a grant needs: 'passive' (the anti-spoofing model: not a print or a screen), "
+            "'blink' (an eye blink), 'motion' (head moves in 3-D, unlike a photo), 'any' (blink or motion), "
+            "'all' (both); 'passive+X' needs the model and X; 'off' grants without liveness."
         ),
     )
     window_s: float = Field(
@@ -132,6 +138,18 @@ class LivenessConfig(_Section):
         gt=0.0,
         le=1.0,
         description="Non-planar landmark motion (RMS, in eye distances) from which a face is a 3-D head, not a photo.",
+    )
+    passive_models: tuple[str, ...] = Field(
+        ("minifasnet_v2_2p7_float32", "minifasnet_v1se_4p0_float32"),
+        min_length=1,
+        max_length=4,
+        description="Liveness model ids from models/manifest.json whose live probabilities are averaged.",
+    )
+    passive_threshold: float | None = Field(
+        None, gt=0, lt=1, description="Fused live probability from which a face is live; None = the manifest's."
+    )
+    passive_samples: int = Field(
+        3, ge=1, le=20, description="Scored sightings of a track averaged before the passive check decides."
     )
 
     @model_validator(mode="after")

@@ -8,12 +8,16 @@ What it does:
 3. exports float32, dynamic-range and full-int8 TFLite models, measures them under ai-edge-litert,
    and keeps float32 plus the better int8 variant as ``dlib_resnet_v1_int8.tflite``;
 4. copies Mediapipe's face detector and face mesh models out of the ``mediapipe==0.10.18`` wheel;
-5. writes ``manifest.json`` with each file's sha256 (the schema ``edgeface/vision/manifest.py`` reads).
+5. rebuilds the two Silent-Face MiniFASNet liveness models from ``../shared/models-src/silent_face`` in PyTorch,
+   exports float32 and int8 TFLite and checks them against PyTorch on real face crops (``liveness_models.py``);
+6. writes ``manifest.json`` with each file's sha256 (the schema ``edgeface/vision/manifest.py`` reads).
 
 ``--check`` rebuilds into a temporary directory and compares with ``--out`` (bytes, else outputs).
+``--only liveness`` rebuilds just step 5 and replaces the liveness entries of ``--out``'s manifest.
 
 Needs, in an environment of its own (tensorflow-cpu 2.21 wants protobuf >= 5, mediapipe 0.10.18 wants < 5):
     python3.11 -m venv .venv-models && .venv-models/bin/pip install -e .[models] scikit-image
+    (the models extra pins torch==2.13.0: a bare ``torch`` pulls the multi-GB CUDA build; see docs/models.md)
     apt-get install libdlib-dev g++
 Run:
     .venv-models/bin/python scripts/build_models.py [--out models/] [--check]
@@ -43,6 +47,7 @@ import tensorflow as tf
 from dlib_tf import build_function
 from dlib_xml import DlibNet, parse_net_xml
 from face_chips import CHIP_SIZE, DlibReference, augment, chip_template, model_file, registry_photos
+from liveness_models import LivenessBuild, build_liveness
 from tflite_export import Measurement, Quantization, convert, cosine, measure, run
 
 Array = npt.NDArray[Any]  # element types vary (uint8 chips, float32 tensors); shapes are in the docstrings
@@ -235,6 +240,7 @@ class Build:
     measurements: dict[Quantization, Measurement]
     int8_choice: Quantization
     chips: Chips
+    liveness: LivenessBuild
 
 
 def build(workdir: Path) -> Build:
@@ -268,13 +274,35 @@ def build(workdir: Path) -> Build:
     files = {"dlib_resnet_v1_float32.tflite": models["none"], "dlib_resnet_v1_int8.tflite": models[int8]}
     mp_files = mediapipe_files()
     files.update({Path(path).name: data for path, data in mp_files.items()})
+    liveness = build_liveness(_detector_dir(workdir, mp_files))
+    files.update(liveness.files)
     entries = [
         _embedder_entry("dlib_resnet_v1_int8", "dlib_resnet_v1_int8.tflite", models[int8], int8, net),
         _embedder_entry("dlib_resnet_v1_float32", "dlib_resnet_v1_float32.tflite", models["none"], "none", net),
         *_mediapipe_entries(mp_files),
+        *liveness.entries,
     ]
     files["manifest.json"] = (json.dumps({"schema": 1, "models": entries}, indent=2) + "\n").encode()
-    return Build(files=files, measurements=measurements, int8_choice=int8, chips=chips)
+    return Build(files=files, measurements=measurements, int8_choice=int8, chips=chips, liveness=liveness)
+
+
+def _detector_dir(workdir: Path, mp_files: dict[str, bytes]) -> Path:
+    """A models folder holding just the Mediapipe models, for the liveness step's face boxes."""
+    folder = workdir / "mediapipe-models"
+    folder.mkdir(exist_ok=True)
+    for path, data in mp_files.items():
+        (folder / Path(path).name).write_bytes(data)
+    (folder / "manifest.json").write_text(json.dumps({"schema": 1, "models": _mediapipe_entries(mp_files)}))
+    return folder
+
+
+def build_liveness_only(workdir: Path, out: Path) -> dict[str, bytes]:
+    """Step 5 alone: the liveness files, and ``out``'s manifest with its liveness entries replaced."""
+    liveness = build_liveness(_detector_dir(workdir, mediapipe_files()))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    kept = [entry for entry in manifest["models"] if entry["role"] != "liveness"]
+    manifest["models"] = kept + liveness.entries
+    return {**liveness.files, "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()}
 
 
 def compare(new: Build, out: Path) -> bool:
@@ -287,6 +315,9 @@ def compare(new: Build, out: Path) -> bool:
             same = False
         elif existing.read_bytes() == data:
             _LOGGER.info("%s: identical bytes", name)
+        elif name.endswith(".tflite") and name.startswith("minifasnet"):
+            _LOGGER.warning("%s: bytes differ (the export is checked against PyTorch in the build itself)", name)
+            same = False
         elif name.endswith(".tflite") and name.startswith("dlib_resnet"):
             cos = cosine(run(existing.read_bytes(), new.chips.check), run(data, new.chips.check))
             ok = bool(cos.min() >= 0.9999)
@@ -304,8 +335,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "models", help="models directory (default: models/)")
     parser.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with --out")
+    parser.add_argument("--only", choices=["liveness"], help="rebuild one step and update --out's manifest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.only == "liveness":
+        with tempfile.TemporaryDirectory(prefix="edgeface-models-") as tmp:
+            files = build_liveness_only(Path(tmp), args.out)
+        for name, data in files.items():
+            if name != "manifest.json":
+                _write_atomic(args.out / name, data)
+        _write_atomic(args.out / "manifest.json", files["manifest.json"])
+        _LOGGER.info("wrote %s", ", ".join(sorted(files)))
+        return 0
     with tempfile.TemporaryDirectory(prefix="edgeface-models-") as tmp:
         try:
             result = build(Path(tmp))

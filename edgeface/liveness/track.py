@@ -15,6 +15,7 @@ The policy judges a *track*, the matcher an *identity*; this class keeps the two
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -49,10 +50,13 @@ class TrackLiveness:
         while self.history[0].t < t - self._keep_s:
             self.history.popleft()
 
-    def embedded(self, t: float, vector: FloatArray) -> None:
-        """Record an embedding of the track, for the same-face check."""
+    def embedded(self, t: float, vector: FloatArray, passive: float | None = None) -> None:
+        """Record an embedding of the track, for the same-face check, and the passive score of its sighting."""
         if self._keep_s <= 0:
             return
+        if passive is not None and self.history and abs(self.history[-1].t - t) <= _EPS:
+            # The embedding's frame was recorded by ``sighting`` just before: the score belongs to it.
+            self.history[-1] = replace(self.history[-1], passive=passive)
         self._faces.append((t, vector))
         while self._faces[0][0] < t - self._keep_s:
             self._faces.popleft()

@@ -247,15 +247,19 @@ class Decider:
         now: float,
         *,
         stage_ms: Mapping[str, float] | None = None,
+        passive: float | None = None,
     ) -> Outcome:
-        """Add one embedding of the track; the Outcome holds the Decision to publish if this completes one."""
+        """Add one embedding of the track (and the passive liveness score of its frame, if scored).
+
+        The Outcome holds the Decision to publish if this completes one.
+        """
         with self._lock:
             state = self._state(track.track_id)
             if state.settled:
                 return Outcome()  # claimed before the track settled
             weight = sample_weight(embedding.quality)
             state.window.append(embedding)
-            state.liveness.embedded(now, embedding.vector)
+            state.liveness.embedded(now, embedding.vector, passive)
             state.kept.append((embedding.vector, chip))
             if state.best_chip is None or weight >= state.best_chip[0]:
                 state.best_chip = (weight, chip)

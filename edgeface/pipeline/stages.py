@@ -41,6 +41,7 @@ from edgeface.pipeline.workers import (
     Embedder,
     EmbedStage,
     Landmarker,
+    PassiveScorer,
     QualityMeasure,
     Tracked,
     TrackStage,
@@ -113,6 +114,7 @@ class Pipeline:
         metadata_provider: MetadataProvider | None = None,
         spool: UnknownObserver | None = None,
         liveness: LivenessPolicy | None = None,
+        passive: PassiveScorer | None = None,
         source_config: SourceConfig | None = None,
         decision_config: DecisionConfig | None = None,
         tracker_config: TrackerConfig | None = None,
@@ -162,7 +164,14 @@ class Pipeline:
         self.detect = DetectStage(q["detect"], q["track"], stop_ev, detector, landmarker)
         self.track = TrackStage(q["track"], q["embed"], stop_ev, Tracker(trk.iou_threshold, trk.max_age_s))
         self.embed = EmbedStage(
-            q["embed"], q["decide"], stop_ev, aligner=aligner, embedder=embedder, measure=measure, decider=self.decider
+            q["embed"],
+            q["decide"],
+            stop_ev,
+            aligner=aligner,
+            embedder=embedder,
+            measure=measure,
+            decider=self.decider,
+            passive=passive,
         )
         self.decide = DecideStage(
             q["decide"],
@@ -248,6 +257,9 @@ class Pipeline:
             "embeddings": self.embed.embedded,
             "tracks": self.track.live,
             "decisions": self.decide.decisions,
+            "liveness_failed": self.decide.liveness_failed,
+            "passive_checks": self.embed.passive_checks,
+            "passive_ms": self.embed.passive_stats.summary(),
             "stages": stages,
             "embed_batch": self.embed.batch_stats.summary(),
             "latency_ms": self.decide.latency.summary(),

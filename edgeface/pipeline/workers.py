@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from edgeface.data import (
+    BBox,
     Decision,
     Detection,
     Embedding,
@@ -56,6 +57,14 @@ class Landmarker(Protocol):
 
 class Aligner(Protocol):
     def align(self, image_bgr: ImageArray, points5: FloatArray) -> ImageArray: ...
+
+
+class PassiveScorer(Protocol):
+    """The passive liveness model (``edgeface.liveness.passive.PassiveLiveness``)."""
+
+    def score(self, image_bgr: ImageArray, bbox: BBox) -> float | None:
+        """Fused live probability of the face in ``bbox``; None when it is too small to judge."""
+        ...
 
 
 class Embedder(Protocol):
@@ -99,6 +108,7 @@ class Embedded:
     samples: list[tuple[Track, Embedding, ImageArray]]
     rejected: list[tuple[Track, Reason]]
     stage_ms: dict[str, float] = field(default_factory=dict)
+    passive: dict[int, float] = field(default_factory=dict)  # track id -> passive liveness score of this frame
 
 
 # --- the stage threads ------------------------------------------------------------------------
@@ -230,6 +240,7 @@ class EmbedStage(_Stage[Tracked]):
         embedder: Embedder,
         measure: QualityMeasure,
         decider: Decider,
+        passive: PassiveScorer | None = None,
     ) -> None:
         super().__init__("embed", inbox, stop)
         self.out = out
@@ -237,8 +248,11 @@ class EmbedStage(_Stage[Tracked]):
         self.embedder = embedder
         self.measure = measure
         self.decider = decider
+        self.passive = passive
         self.embedded = 0
+        self.passive_checks = 0
         self.batch_stats = RollingStats()  # ms per embedder call (most frames embed nothing)
+        self.passive_stats = RollingStats()  # ms per face scored by the passive liveness model
 
     def process(self, item: Tracked) -> None:
         t0 = time.perf_counter()
@@ -271,8 +285,18 @@ class EmbedStage(_Stage[Tracked]):
             for (track, chip, quality), vector in zip(ready, vectors, strict=True):
                 samples.append((track, Embedding(vector, model_id, quality), chip))
             self.embedded += len(samples)
+        passive: dict[int, float] = {}
+        if self.passive is not None:
+            # Scored with each embedding, not each frame: a few crops per track, like the embedder.
+            for track, _chip, _quality in ready:
+                t1 = time.perf_counter()
+                score = self.passive.score(image, track.bbox)
+                if score is not None:
+                    self.passive_stats.add((time.perf_counter() - t1) * 1000.0)
+                    self.passive_checks += 1
+                    passive[track.track_id] = score
         ms = {**item.stage_ms, "embed": (time.perf_counter() - t0) * 1000.0}
-        self.out.put(Embedded(item.captured, item.tracks, item.live_ids, samples, rejected, ms))
+        self.out.put(Embedded(item.captured, item.tracks, item.live_ids, samples, rejected, ms, passive))
 
     def finish(self) -> None:
         self.out.put(END)
@@ -300,6 +324,7 @@ class DecideStage(_Stage[Embedded]):
         self.latency = RollingStats()  # frame captured -> decide stage done
         self.decision_latency = RollingStats()  # frame captured -> decision emitted
         self.decisions = 0
+        self.liveness_failed = 0
 
     def process(self, item: Embedded) -> None:
         t0 = time.perf_counter()
@@ -311,7 +336,9 @@ class DecideStage(_Stage[Embedded]):
             if outcome.decision is not None:
                 decisions.append(outcome.decision)
         for track, embedding, chip in item.samples:
-            outcome = self.decider.add(track, frame, embedding, chip, now, stage_ms=item.stage_ms)
+            outcome = self.decider.add(
+                track, frame, embedding, chip, now, stage_ms=item.stage_ms, passive=item.passive.get(track.track_id)
+            )
             self._presence(outcome.presence)
             if outcome.decision is not None:
                 decisions.append(outcome.decision)
@@ -321,6 +348,7 @@ class DecideStage(_Stage[Embedded]):
             decision = dataclasses.replace(made, stage_ms={**made.stage_ms, "decide": decide_ms, "total": total})
             self.decision_latency.add(total)
             self.decisions += 1
+            self.liveness_failed += decision.reason == "liveness_failed"
             _LOGGER.debug("decision %s", decision)
             if self._on_decision is not None:
                 self._deliver(self._on_decision, decision)

@@ -47,21 +47,32 @@ class OutputSpec(_Entry):
     normalise: bool = True
 
 
+class CropSpec(_Entry):
+    """How a liveness model's input is cut from the frame around the detector's face box."""
+
+    # The crop is the box scaled by this about its centre, shifted to stay inside the image.
+    scale: float = Field(gt=0)
+
+
 class SourceSpec(_Entry):
     package: str
     version: str
     file: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # of the source file, when it is not a registry package
 
 
 class ModelSpec(_Entry):
     id: str
-    role: Literal["detector", "landmarker", "embedder"]
+    role: Literal["detector", "landmarker", "embedder", "liveness"]
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=1)
     input: InputSpec
     alignment: AlignmentSpec | None = None
     output: OutputSpec | None = None
+    crop: CropSpec | None = None
+    # Liveness models: one label per output logit; "live" marks the bona fide class.
+    classes: tuple[str, ...] | None = None
     metric: Literal["cosine"] | None = None
     default_threshold: float | None = Field(None, ge=-1, le=1)
     quantization: str | None = None
@@ -76,6 +87,14 @@ class ModelSpec(_Entry):
             self.alignment is None or self.output is None or self.default_threshold is None
         ):
             raise ValueError(f"embedder {self.id} needs alignment, output and default_threshold")
+        if self.role == "liveness" and (
+            self.crop is None or self.output is None or self.classes is None or self.default_threshold is None
+        ):
+            raise ValueError(f"liveness model {self.id} needs crop, output, classes and default_threshold")
+        if self.classes is not None and (self.output is None or len(self.classes) != self.output.size):
+            raise ValueError(f"model {self.id}: {len(self.classes)} classes for an output of another size")
+        if self.role == "liveness" and self.classes is not None and "live" not in self.classes:
+            raise ValueError(f"liveness model {self.id} has no 'live' class")
         return self
 
     @cached_property
