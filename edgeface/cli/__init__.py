@@ -21,13 +21,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _build_parser() -> argparse.ArgumentParser:
     # Imported here so `edgeface --help` does not pay for numpy/cv2 imports of every verb.
-    from edgeface.cli import bench, cmd, config_cmd, db, fleet, run
+    from edgeface.cli import bench, cmd, config_cmd, db, fleet, liveness, run
 
     parser = argparse.ArgumentParser(prog="edgeface", description="Offline face recognition daemon for edge devices.")
     parser.add_argument("--version", action="version", version=f"edgeface {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (run, db, cmd, fleet, bench, config_cmd):
+    for module in (run, db, cmd, fleet, bench, config_cmd, liveness):
         module.register(sub)
     return parser
 
@@ -39,7 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 119 % of a core with identical fps and latency (docs/benchmarks.md).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:2] == ["eval", "liveness"]:
+        from edgeface.cli.liveness import EVAL_VERB
+
+        words[:2] = [EVAL_VERB]
+    args = parser.parse_args(words)
     setup_logging("DEBUG" if args.verbose else getattr(args, "log_level", "INFO"), json_format=False)
     handler: Handler = args.handler
     try:
