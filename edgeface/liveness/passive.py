@@ -21,6 +21,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from edgeface.config import LivenessConfig, VisionConfig
 from edgeface.data import BBox, ImageArray
 from edgeface.errors import ModelError
 from edgeface.vision.imageio import ensure_bgr
@@ -149,3 +150,8 @@ class PassiveLiveness:
         if value is None:
             return PassiveResult(live=None, score=None, reason="too_small")
         return PassiveResult(live=value >= self.threshold, score=value)
+
+
+def open_passive(liveness: LivenessConfig, vision: VisionConfig) -> PassiveLiveness:
+    """The passive check the settings name; a ModelError naming the file if one is missing or does not match."""
+    return PassiveLiveness(vision.models_dir, liveness.passive_models, liveness.passive_threshold, vision.threads)

@@ -109,6 +109,10 @@ class DeviceContext(Protocol):
         """``{"fleet": {...}}``: replication state (persons in sync, pending, refused, last applied)."""
         ...
 
+    def liveness(self, images: list[bytes]) -> dict[str, Any]:
+        """``{"threshold", "images": [{"faces": [{bbox, live, score, reason}]}]}``: passive liveness per face."""
+        ...
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -198,6 +202,12 @@ class EmptyPayload(_Payload):
     pass
 
 
+class LivenessPayload(_Payload):
+    images: list[str] = Field(
+        min_length=1, max_length=MAX_IMAGES, description="Base64 JPEG/PNG/WebP/BMP photos; every face is judged."
+    )
+
+
 def decode_image(text: str, index: int) -> bytes:
     """Base64 (optionally a ``data:image/...;base64,`` URL) to image bytes of a supported format."""
     if text.startswith("data:"):
@@ -254,5 +264,8 @@ VERBS: dict[str, Verb] = {
     "status": Verb(EmptyPayload, lambda ctx, _p: ctx.status()),
     "unknowns": Verb(EmptyPayload, lambda ctx, _p: ctx.unknowns()),
     "fleet_status": Verb(EmptyPayload, lambda ctx, _p: ctx.fleet_status()),
+    "liveness": Verb(
+        LivenessPayload, lambda ctx, p: ctx.liveness([decode_image(text, i) for i, text in enumerate(p.images)])
+    ),
 }
 """Every verb the device answers; anything else is a ``bad_request``."""

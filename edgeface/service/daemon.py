@@ -30,7 +30,9 @@ from edgeface.config import Settings, load_settings
 from edgeface.errors import BrokerError, EdgefaceError
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
-from edgeface.liveness.policy import build_policy
+from edgeface.liveness.passive import PassiveLiveness, open_passive
+from edgeface.liveness.policy import build_policy, uses_passive
+from edgeface.liveness.still import StillLiveness
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
@@ -80,6 +82,9 @@ class Daemon:
     db: FaceDatabase
     spool: UnknownSpool
     enroller: Enroller
+    still_analyzer: FaceAnalyzer
+    passive: PassiveLiveness | None
+    still_liveness: StillLiveness
     link: MqttLink
     publisher: EventPublisher
     source_status: SourceStatus
@@ -131,6 +136,7 @@ class Daemon:
         source = self._start_source()
         self._start_models(stack)
         self._start_database(stack)
+        self._start_liveness()
         address = self._start_broker(stack)
         self._start_link(stack, address)
         self._start_pipeline(source)
@@ -173,8 +179,15 @@ class Daemon:
         # detector so a second, smaller face in a photo is seen and refused.
         enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(s.vision))
         stack.callback(enroll_analyzer.close)
+        self.still_analyzer = enroll_analyzer  # also the still-image verbs': they run on the same command thread
         gate = EnrollmentGate.from_config(s.database)
         self.enroller = Enroller(self.db, enroll_analyzer, gate, duplicate_threshold=match_threshold)
+
+    def _start_liveness(self) -> None:
+        """Passive liveness models: one for the pipeline, one for still images (the ``liveness`` verb)."""
+        s = self.settings
+        self.passive = open_passive(s.liveness, s.vision) if uses_passive(s.liveness.mode) else None
+        self.still_liveness = StillLiveness(self.still_analyzer.locate, open_passive(s.liveness, s.vision))
 
     def _start_broker(self, stack: contextlib.ExitStack) -> _BrokerAddress:
         mqtt = self.settings.mqtt
@@ -213,7 +226,8 @@ class Daemon:
             self.analyzer,
             self.db,
             spool=self.spool,
-            liveness=build_policy(s.liveness),
+            liveness=build_policy(s.liveness, self.still_liveness.passive.threshold),
+            passive=self.passive,
             source_config=s.source,
             decision_config=s.decision,
             tracker_config=s.tracker,
@@ -247,6 +261,7 @@ class Daemon:
             status=self.health.document,
             on_persons_changed=self._persons_changed,
             fleet_status=self._fleet_status if s.fleet.enabled else None,
+            still_liveness=self.still_liveness,
         )
         verifier = (
             Verifier(load_keys(s.security.keys_file), s.security.max_skew_s) if s.security.require_signature else None

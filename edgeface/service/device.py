@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeface.data import FloatArray, ImageArray
 from edgeface.errors import CommandError
+from edgeface.liveness.still import StillLiveness
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollResult
 from edgeface.matching.records import SampleSource
@@ -38,9 +39,12 @@ class Device:
         status: Callable[[], dict[str, Any]],
         on_persons_changed: Callable[[], None] = lambda: None,
         fleet_status: Callable[[], dict[str, Any]] | None = None,
+        still_liveness: StillLiveness | None = None,
     ) -> None:
-        """``fleet_status`` is the replicator's status, None when fleet replication is off."""
+        """``fleet_status`` is the replicator's status, None when fleet replication is off; ``still_liveness``
+        answers the ``liveness`` verb (None: the verb says no model is loaded)."""
         self.db = db
+        self.still_liveness = still_liveness
         self.enroller = enroller
         self.spool = spool
         self._track_samples = track_samples
@@ -149,3 +153,9 @@ class Device:
         if self._fleet_status is None:
             return {"fleet": {"enabled": False}}
         return {"fleet": self._fleet_status()}
+
+    def liveness(self, images: list[bytes]) -> dict[str, Any]:
+        if self.still_liveness is None:
+            raise CommandError("bad_request", "this device has no passive liveness model loaded")
+        judged = [self.still_liveness.judge(image, f"images.{i}") for i, image in enumerate(images)]
+        return {"threshold": self.still_liveness.passive.threshold, "images": judged}

@@ -62,12 +62,12 @@ class Sample:
 
 
 def load_liveness_set(root: Path) -> list[Sample]:
-    """Every image and video under ``root/real`` and ``root/fake``, sorted."""
+    """Every image and video under ``root/real`` and ``root/fake`` (one may be absent: BPCER or APCER only)."""
+    if not (root / "real").is_dir() and not (root / "fake").is_dir():
+        raise LivenessSetError(f"liveness set {root}: neither a real/ nor a fake/ folder")
     samples: list[Sample] = []
     for label in ("real", "fake"):
         folder = root / label
-        if not folder.is_dir():
-            raise LivenessSetError(f"liveness set {root}: no {label}/ folder")
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
                 samples.append(Sample(path, label))

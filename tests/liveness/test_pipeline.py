@@ -17,6 +17,7 @@ import pytest
 from edgeface.config import DecisionConfig, LivenessConfig, PipelineConfig, SourceConfig, VisionConfig
 from edgeface.data import Decision
 from edgeface.liveness import motion
+from edgeface.liveness.passive import PassiveLiveness
 from edgeface.liveness.policy import build_policy
 from edgeface.matching.db import FaceDatabase
 from edgeface.pipeline.stages import Pipeline
@@ -32,13 +33,22 @@ def vision() -> Iterator[FaceAnalyzer]:
         yield analyzer
 
 
-def run(source: FrameSource, vision: FaceAnalyzer, database: FaceDatabase) -> list[Decision]:
+def run(
+    source: FrameSource,
+    vision: FaceAnalyzer,
+    database: FaceDatabase,
+    liveness: LivenessConfig | None = None,
+    passive: PassiveLiveness | None = None,
+) -> list[Decision]:
     decisions: list[Decision] = []
     pipeline = Pipeline.from_analyzer(
         source,
         vision,
         database,
-        liveness=build_policy(LivenessConfig(mode="any", window_s=3.0)),
+        liveness=build_policy(
+            liveness or LivenessConfig(mode="any", window_s=3.0), passive.threshold if passive else None
+        ),
+        passive=passive,
         source_config=SourceConfig(realtime=False, loop=False),
         decision_config=DecisionConfig(votes=3, embed_interval_s=0.1),
         pipeline_config=PipelineConfig(queue_size=2),
@@ -90,3 +100,28 @@ def test_the_hamilton_speaker_is_let_in_once_his_head_moved(
     liveness = his[0].liveness
     assert liveness is not None and liveness.live is True
     assert liveness.checks["motion"] >= motion.MOTION_THRESHOLD
+
+
+def test_with_the_passive_check_a_phone_screen_is_refused_at_once_and_the_person_let_in(
+    shared_data: Path, tmp_path: Path, vision: FaceAnalyzer
+) -> None:
+    spoof = shared_data / "spoof"
+    database = FaceDatabase.open(tmp_path / "faces.npz", vision.embedder.model_id, vision.embedder.dim)
+    person = enroll(database, vision, "Sample", [spoof / "real" / "silentface_image_T1.jpg"])
+    passive = PassiveLiveness(VisionConfig().models_dir)
+    config = LivenessConfig(mode="passive", window_s=3.0)
+    for name, expected in (
+        ("fake/silentface_image_F2.jpg", ("liveness_failed", False)),
+        ("real/silentface_image_T1.jpg", ("matched", True)),
+    ):
+        folder = tmp_path / name.replace("/", "_")
+        folder.mkdir()
+        shutil.copy(spoof / name, folder)
+        decisions = run(FolderSource(folder, hold_frames=20, fps=REPLAY_FPS), vision, database, config, passive)
+        assert [(d.status, d.reason, d.person_id, d.grant) for d in decisions] == [
+            ("known", *expected[:1], person, expected[1])
+        ], name
+        liveness = decisions[0].liveness
+        assert liveness is not None and liveness.live is expected[1] and set(liveness.checks) == {"passive"}
+        # Decided on the first evaluation (three embeddings), not at the end of the window.
+        assert decisions[0].frame_index < 1.5 * REPLAY_FPS

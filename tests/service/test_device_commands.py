@@ -137,3 +137,21 @@ def test_status_reports_pipeline_and_broker(gate: Commander) -> None:
     assert status["broker"]["connected"] is True
     assert status["source"]["state"] == "streaming"
     assert status["persons"] == 0
+
+
+def test_liveness_over_mqtt_judges_every_face_and_types_bad_images(gate: Commander, shared_data: Path) -> None:
+    spoof = shared_data / "spoof"
+    files = [spoof / "real" / "silentface_image_T1.jpg", spoof / "fake" / "silentface_image_F1.jpg"]
+    reply = gate("liveness", {"images": [_b64(f) for f in files]})
+    assert reply["ok"] is True, reply
+    live, printed = reply["images"]
+    assert [f["live"] for f in live["faces"]] == [True]
+    assert [f["live"] for f in printed["faces"]] == [False]
+    assert live["faces"][0]["score"] >= reply["threshold"] > printed["faces"][0]["score"]
+    assert len(live["faces"][0]["bbox"]) == 4
+
+    blank = base64.b64encode(cv2.imencode(".png", np.full((120, 160, 3), 255, np.uint8))[1].tobytes()).decode()
+    assert gate("liveness", {"images": [blank]})["images"] == [{"faces": []}]
+    bad = gate("liveness", {"images": [base64.b64encode(b"\xff\xd8\xff not a jpeg").decode()]})
+    assert bad["ok"] is False and bad["error"]["code"] == "bad_request", bad
+    assert gate("liveness", {"images": ["%%%"]})["error"]["code"] == "bad_request"

@@ -1,0 +1,49 @@
+"""Passive liveness of every face in a still image: what the MQTT ``liveness`` verb answers.
+
+Decoding follows ``edgeface.vision.imageio`` (pixel limit before decoding, EXIF orientation), and its
+errors become typed command errors: ``too_large`` for an image over the pixel limit, ``bad_request``
+for one that cannot be decoded. An image without a face is not an error: ``faces`` is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgeface.data import Face, ImageArray
+from edgeface.errors import CommandError, ImageError
+from edgeface.liveness.passive import PassiveLiveness
+from edgeface.vision.imageio import ImageTooLargeError, decode_image
+
+Locate = Callable[[ImageArray], list[Face]]
+
+
+class StillLiveness:
+    """Faces of an image (via ``locate``) judged by the passive check; used from one thread at a time."""
+
+    def __init__(self, locate: Locate, passive: PassiveLiveness) -> None:
+        self._locate = locate
+        self.passive = passive
+
+    def judge(self, image: bytes, where: str) -> dict[str, Any]:
+        """``{"faces": [{"bbox", "live", "score", "reason"}, ...]}`` for one encoded image, largest face first."""
+        try:
+            bgr = decode_image(image)
+        except ImageTooLargeError as exc:
+            raise CommandError("too_large", f"{where}: {exc}") from exc
+        except ImageError as exc:
+            raise CommandError("bad_request", f"{where}: {exc}") from exc
+        faces = sorted(self._locate(bgr), key=lambda f: -f.detection.bbox.width * f.detection.bbox.height)
+        out = []
+        for face in faces:
+            box = face.detection.bbox
+            result = self.passive.check(bgr, box)
+            out.append(
+                {
+                    "bbox": box.as_list(),
+                    "live": result.live,
+                    "score": None if result.score is None else round(result.score, 4),
+                    "reason": result.reason,
+                }
+            )
+        return {"faces": out}

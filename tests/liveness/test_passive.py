@@ -1,0 +1,102 @@
+"""The passive anti-spoofing check on real images: decisions, not just scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeface.config import VisionConfig
+from edgeface.data import BBox, ImageArray
+from edgeface.errors import ModelError
+from edgeface.liveness.passive import DEFAULT_MODELS, MIN_FACE_PX, PassiveLiveness, crop_box
+from edgeface.vision.analyzer import FaceAnalyzer
+
+MODELS = VisionConfig().models_dir
+INT8 = ("minifasnet_v2_2p7_int8", "minifasnet_v1se_4p0_int8")
+# The int8 exports' largest fused drift from float32 measured by the build on jittered registry crops
+# (0.025, docs/models.md), with margin for these other photos.
+INT8_FUSED_DRIFT = 0.04
+
+
+@pytest.fixture(scope="module")
+def passive() -> PassiveLiveness:
+    return PassiveLiveness(MODELS)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[FaceAnalyzer]:
+    with FaceAnalyzer.from_config(VisionConfig()) as vision:
+        yield vision
+
+
+def _face(analyzer: FaceAnalyzer, path: Path) -> tuple[ImageArray, BBox]:
+    image = np.asarray(cv2.imread(str(path)), dtype=np.uint8)
+    faces = analyzer.locate(image)
+    assert faces, path
+    return image, max(faces, key=lambda f: f.detection.bbox.width).detection.bbox
+
+
+def test_the_live_sample_passes_and_both_fakes_fail(
+    shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
+) -> None:
+    spoof = shared_data / "spoof"
+    live = passive.check(*_face(analyzer, spoof / "real" / "silentface_image_T1.jpg"))
+    assert live.live is True and live.score is not None and live.score > 0.9 and live.reason is None
+    for name in ("silentface_image_F1.jpg", "silentface_image_F2.jpg"):  # a print, a phone screen
+        fake = passive.check(*_face(analyzer, spoof / "fake" / name))
+        assert fake.live is False and fake.score is not None and fake.score < passive.threshold, name
+
+
+def test_dev_photos_of_people_pass(shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer) -> None:
+    for path in sorted((shared_data / "dev" / "barack_obama").glob("*.jpg"))[:2]:
+        assert passive.check(*_face(analyzer, path)).live is True, path
+
+
+def test_a_face_too_small_for_the_crop_is_not_judged(passive: PassiveLiveness, samples_dir: Path) -> None:
+    image = np.asarray(cv2.imread(str(samples_dir / "obama.jpg")), dtype=np.uint8)
+    tiny = BBox(100.0, 100.0, 100.0 + MIN_FACE_PX - 1, 100.0 + MIN_FACE_PX - 1)
+    result = passive.check(image, tiny)
+    assert (result.live, result.score, result.reason) == (None, None, "too_small")
+
+
+def test_crops_stay_inside_the_image_and_shrink_when_it_cannot_hold_them() -> None:
+    assert crop_box(640, 480, BBox(0, 0, 100, 100), 2.7) == (0, 0, 270, 270)
+    x0, y0, x1, y1 = crop_box(640, 480, BBox(500, 350, 620, 470), 2.7)
+    assert 0 <= x0 and 0 <= y0 and x1 <= 639 and y1 <= 479
+    # A face filling the frame: the 4x crop is cut down to the whole image.
+    assert crop_box(320, 240, BBox(40, 20, 280, 220), 4.0) == (16, 0, 303, 239)
+
+
+def test_int8_models_agree_with_float32_on_real_faces(
+    shared_data: Path, samples_dir: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
+) -> None:
+    int8 = PassiveLiveness(MODELS, INT8)
+    paths = sorted((shared_data / "spoof").rglob("*.jpg")) + [samples_dir / n for n in ("obama.jpg", "biden.jpg")]
+    for path in paths:
+        image, box = _face(analyzer, path)
+        a, b = passive.score(image, box), int8.score(image, box)
+        assert a is not None and b is not None and abs(a - b) <= INT8_FUSED_DRIFT, (path, a, b)
+
+
+def test_missing_or_mismatched_model_files_are_named(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    (models / f"{DEFAULT_MODELS[1]}.tflite").unlink()
+    with pytest.raises(ModelError, match=f"{DEFAULT_MODELS[1]}.tflite"):
+        PassiveLiveness(models)
+    shutil.copy(MODELS / f"{DEFAULT_MODELS[0]}.tflite", models / f"{DEFAULT_MODELS[1]}.tflite")
+    with pytest.raises(ModelError, match=f"{DEFAULT_MODELS[1]}.tflite"):
+        PassiveLiveness(models)
+
+
+def test_a_model_that_is_not_a_liveness_model_is_refused(tmp_path: Path) -> None:
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    ids = [m["id"] for m in manifest["models"] if m["role"] == "embedder"]
+    with pytest.raises(ModelError, match="not a liveness model"):
+        PassiveLiveness(MODELS, (ids[0],))
