@@ -32,8 +32,8 @@ def _toml_value(value: Any) -> str:
         if value == DEFAULT_MODELS_DIR:
             return '"<install dir>/models"'
         return json.dumps(str(value))
-    if isinstance(value, str):
-        return json.dumps(value)
+    if isinstance(value, str | tuple | list):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
     return repr(value)
 
 

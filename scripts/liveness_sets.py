@@ -260,8 +260,14 @@ def attacks(data: Path, out: Path, seed: int) -> None:
         if not ok:
             break
         panel, mask = screen_panel(np.random.default_rng(panel_rng_seed), frame)
-        frames.append(_recapture(state, _place(np.random.default_rng(panel_rng_seed), panel, mask,
-                                               np.full((FRAME[1], FRAME[0], 3), 60, np.float32))))
+        frames.append(
+            _recapture(
+                state,
+                _place(
+                    np.random.default_rng(panel_rng_seed), panel, mask, np.full((FRAME[1], FRAME[0], 3), 60, np.float32)
+                ),
+            )
+        )
     clip.release()
     _write_video(out / "fake" / "replayed_clip" / "hamilton_on_screen.mp4", frames, 30.0)
     print(f"{len(photos)} source photos -> {2 * len(photos)} still attacks; moving attacks in {out / 'fake'}")

@@ -6,7 +6,8 @@ counts are read off its tensors, so the same code builds MiniFASNetV2 and MiniFA
 
 Layout (80 x 80 input; ``Conv`` = conv (no bias) + batch norm + PReLU, ``Linear`` = conv + batch norm):
 - ``conv1`` Conv 3x3/2 (80 -> 40), ``conv2_dw`` depthwise Conv 3x3/1;
-- ``conv_23``, ``conv_34``, ``conv_45``: bottlenecks 1x1 Conv -> depthwise 3x3/2 Conv -> 1x1 Linear (40 -> 20 -> 10 -> 5);
+- ``conv_23``, ``conv_34``, ``conv_45``: bottlenecks 1x1 Conv -> depthwise 3x3/2 Conv -> 1x1 Linear
+  (40 -> 20 -> 10 -> 5);
 - ``conv_3``, ``conv_4``, ``conv_5``: ``model.i`` residual bottlenecks of the same form at stride 1; in V1SE the last
   block of each stage squeezes and excites its output (``se_module``: global mean -> 1x1 conv -> BN -> ReLU ->
   1x1 conv -> BN -> sigmoid, multiplying the output) before the shortcut is added;

@@ -28,6 +28,8 @@ from typing import Any
 from edgeface.config import Settings
 from edgeface.data import Decision, FloatArray
 from edgeface.errors import SourceError
+from edgeface.liveness.passive import open_passive
+from edgeface.liveness.policy import build_policy, uses_passive
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt.link import MqttLink
@@ -197,6 +199,8 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         probe = LatencyProbe(address, topics)
         stack.callback(probe.close)
         publisher = _Publisher(EventPublisher(link, topics, settings.device.id), probe, times)
+        # The configured liveness, as the daemon runs it: `bench` with and without shows its cost.
+        passive = open_passive(settings.liveness, settings.vision) if uses_passive(settings.liveness.mode) else None
         pipeline = Pipeline(
             source,
             TimedDetector(analyzer.detector, times),
@@ -206,6 +210,8 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
             snapshot_provider=db.snapshot,
             metadata_provider=lambda person_id: db.get(person_id).metadata,
             spool=spool,
+            liveness=build_policy(settings.liveness, passive.threshold if passive is not None else None),
+            passive=passive,
             source_config=source_config,
             decision_config=settings.decision,
             tracker_config=settings.tracker,
@@ -289,6 +295,12 @@ def _report(
         "dropped": sum(int(v) for v in run["drops"].values()),
         "stages": stages,
         "pipeline_latency_ms": run["latency_ms"],
+        "liveness": {
+            "mode": settings.liveness.mode,
+            "passive_checks": int(run["passive_checks"]),
+            "passive_ms": run["passive_ms"],
+            "liveness_failed": int(run["liveness_failed"]),
+        },
         "cpu_percent": 100.0 * cpu / wall if wall > 0 else 0.0,
         "rss_mb": _rss(),
     }
@@ -297,6 +309,14 @@ def _report(
 def _fmt(value: float | None, spec: str = "8.2f") -> str:
     width = int(spec.split(".", maxsplit=1)[0])
     return f"{value:{spec}}" if value is not None else f"{'-':>{width}}"
+
+
+def _liveness_line(live: dict[str, Any]) -> str:
+    line = f"liveness   mode {live['mode']}, {live['liveness_failed']} refused as not live"
+    if live["passive_checks"]:
+        ms = live["passive_ms"]
+        line += f"; {live['passive_checks']} passive checks, p50 {ms['p50_ms']:.2f} / p95 {ms['p95_ms']:.2f} ms each"
+    return line
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -309,6 +329,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"fps        {report['fps']:.1f} end to end ({report['wall_s']:.1f} s)",
         f"faces      {report['faces']} detected, {report['embeddings']} embedded",
         f"decisions  {_decision_summary(report['decisions'])}",
+        _liveness_line(report["liveness"]),
         f"dropped    {report['dropped']} {report['drops']}",
         f"cpu        {report['cpu_percent']:.0f} % of one core (process time / wall)",
         f"rss        peak {rss['peak_mb']:.0f} MB" + (f", at end {rss['end_mb']:.0f} MB" if rss["end_mb"] else ""),

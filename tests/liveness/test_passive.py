@@ -68,7 +68,7 @@ def test_a_face_too_small_for_the_crop_is_not_judged(passive: PassiveLiveness, s
 def test_crops_stay_inside_the_image_and_shrink_when_it_cannot_hold_them() -> None:
     assert crop_box(640, 480, BBox(0, 0, 100, 100), 2.7) == (0, 0, 270, 270)
     x0, y0, x1, y1 = crop_box(640, 480, BBox(500, 350, 620, 470), 2.7)
-    assert 0 <= x0 and 0 <= y0 and x1 <= 639 and y1 <= 479
+    assert x0 >= 0 and y0 >= 0 and x1 <= 639 and y1 <= 479
     # A face filling the frame: the 4x crop is cut down to the whole image.
     assert crop_box(320, 240, BBox(40, 20, 280, 220), 4.0) == (16, 0, 303, 239)
 

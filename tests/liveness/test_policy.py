@@ -93,8 +93,8 @@ def test_no_evidence_without_landmarks_or_history() -> None:
 
 
 def test_settings_build_the_policy() -> None:
-    assert isinstance(build_policy(LivenessConfig()), NoLiveness)
-    off = build_policy(LivenessConfig())
+    assert isinstance(build_policy(LivenessConfig(mode="off")), NoLiveness)
+    off = build_policy(LivenessConfig(mode="off"))
     assert off.required is False and off.window_s == 0.0
     policy = build_policy(LivenessConfig(mode="all", window_s=2.0, blink_close_ratio=0.6, motion_threshold=0.05))
     assert isinstance(policy, LandmarkLiveness) and isinstance(policy, LivenessPolicy)
