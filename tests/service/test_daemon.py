@@ -221,6 +221,24 @@ def test_wrong_config_refuses_to_start(tmp_path: Path, capsys: pytest.CaptureFix
     assert "/nonexistent/video.mp4" in capsys.readouterr().err
 
 
+def test_a_missing_liveness_model_stops_the_start_naming_the_file(
+    tmp_path: Path, samples_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeface.cli import main
+    from edgeface.config import VisionConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(VisionConfig().models_dir, models)
+    (models / "minifasnet_v1se_4p0_float32.tflite").unlink()
+    config = tmp_path / "edgeface.toml"
+    config.write_text(
+        f'[source]\nuri = "{samples_dir}"\n[vision]\nmodels_dir = "{models}"\n[mqtt]\nhost = "127.0.0.1"\nport = 1\n'
+        f'[device]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    assert main(["run", "--quiet", "--config", str(config)]) == 3  # ModelError
+    assert "minifasnet_v1se_4p0_float32.tflite" in capsys.readouterr().err
+
+
 def test_example_config_documents_every_key() -> None:
     spec = importlib.util.spec_from_file_location("gen_config_example", REPO / "scripts" / "gen_config_example.py")
     assert spec is not None and spec.loader is not None
