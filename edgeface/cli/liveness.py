@@ -130,8 +130,11 @@ def _eval(args: argparse.Namespace) -> int:
         f"not judged: {counts.no_face} without a face, {counts.too_small} faces too small, "
         f"{counts.unreadable} unreadable"
     )
+    speed = ev.timing(evaluator.passive_ms)
+    if speed is not None:
+        print(f"passive check: p50 {speed['p50_ms']:.2f} / p95 {speed['p95_ms']:.2f} ms per face (n={speed['n']})")
     if args.json:
-        _write(args.json, ev.report_json(args.dataset, settings, passive, judged_all, counts))
+        _write(args.json, ev.report_json(args.dataset, settings, passive, judged_all, counts, evaluator.passive_ms))
     return 0
 
 

@@ -18,6 +18,7 @@ images without a face are counted, not scored.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ class LivenessEvaluator:
         if live.mode != "off":
             self.policies["combined"] = build_policy(live, passive.threshold)
         self.counts = Counts()
+        self.passive_ms: list[float] = []  # per still face: crop, resize and both models
 
     def still(self, sample: Sample) -> list[Judged]:
         """One Judged per face of a photo, scored by the passive model."""
@@ -127,7 +129,9 @@ class LivenessEvaluator:
             self.counts.no_face += 1
         out = []
         for face in faces:
+            t0 = time.perf_counter()
             result = self.passive.check(image, face.detection.bbox)
+            self.passive_ms.append((time.perf_counter() - t0) * 1000.0)
             if result.score is None:
                 self.counts.too_small += 1
                 continue
@@ -265,11 +269,25 @@ def _num(value: float | None) -> str:
     return f"{'-':>7}" if value is None else f"{value:>7.3f}"
 
 
+def timing(ms: Sequence[float]) -> dict[str, float] | None:
+    """Median and 95th percentile milliseconds of the passive check per still face."""
+    if not ms:
+        return None
+    p50, p95 = np.percentile(np.asarray(ms), [50, 95])
+    return {"n": len(ms), "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2)}
+
+
 def report_json(
-    root: Path, settings: Settings, passive: PassiveLiveness, judged: Sequence[Judged], counts: Counts
+    root: Path,
+    settings: Settings,
+    passive: PassiveLiveness,
+    judged: Sequence[Judged],
+    counts: Counts,
+    passive_ms: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """The full report: configuration, per-check rates, what was not judged, and every score."""
+    """The full report: configuration, per-check rates, what was not judged, timing, and every score."""
     return {
+        "passive_ms_per_face": timing(passive_ms),
         "dataset": str(root),
         "mode": settings.liveness.mode,
         "passive_models": list(passive.model_ids),
