@@ -40,10 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = _build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:2] == ["eval", "liveness"]:
+    verb = next((i for i, word in enumerate(words) if not word.startswith("-")), len(words))
+    if words[verb : verb + 2] == ["eval", "liveness"]:
         from edgeface.cli.liveness import EVAL_VERB
 
-        words[:2] = [EVAL_VERB]
+        words[verb : verb + 2] = [EVAL_VERB]
     args = parser.parse_args(words)
     setup_logging("DEBUG" if args.verbose else getattr(args, "log_level", "INFO"), json_format=False)
     handler: Handler = args.handler

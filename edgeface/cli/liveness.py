@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
 
     evaluate = sub.add_parser(
         EVAL_VERB,
+        prog="edgeface eval liveness",
         help="(as 'eval liveness') APCER/BPCER of each liveness check on a real/ + fake/ folder",
         description="Attack and bona fide error rates per liveness check and combined, at the configured "
         "thresholds and at the EER. Photos are stills; videos are tracks (see edgeface/tools/eval_liveness.py).",
