@@ -70,7 +70,7 @@ CALIBRATION_PER_FACE, CALIBRATION_SEED = 24, 20251201
 CHECK_PER_FACE, CHECK_SEED = 16, 20251202
 MAX_FLOAT_DELTA = 1e-3
 # The int8 target. Neither int8 variant meets it on this network (docs/models.md): full-integer drifts by up to
-# 0.2 and runs slower than float (the PReLUs), dynamic-range by up to 0.04 near the decision boundary. The build
+# 0.2 and runs slower than float here, dynamic-range by up to 0.04 near the decision boundary. The build
 # keeps the closer one as the int8 file, says so in the log and the manifest, and the runtime uses float32.
 MAX_INT8_DELTA = 0.02
 INT8_VARIANTS: tuple[Quantization, ...] = ("int8-full", "dynamic-range")
