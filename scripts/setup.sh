@@ -27,5 +27,7 @@ fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 .venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e "$spec"
+# Packages whose declared dependencies include what edgeface never uses (why: scripts/nodeps.txt).
+.venv/bin/python -m pip install --quiet --no-deps -c scripts/constraints.txt -r scripts/nodeps.txt
 # Real sample photos (pinned, checksummed) for the replay source used when no camera is present.
 .venv/bin/python -c 'from edgeface.samples import ensure_samples; print("setup: sample photos in", ensure_samples())'
