@@ -80,7 +80,7 @@ def _broker_round_trip() -> float:
     broker.start()
     received: queue.Queue[bytes] = queue.Queue()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="arm64-probe", protocol=PROTOCOL)
-    client.on_message = lambda _c, _u, msg: received.put(msg.payload)
+    client.on_message = lambda _c, _u, msg: received.put(bytes(msg.payload))
     try:
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
@@ -120,7 +120,8 @@ def _quantize(x: npt.NDArray[Any], model: Any) -> npt.NDArray[Any]:
     scale, zero = model.input_quant
     q = np.round(x / np.float32(scale)) + zero if scale else np.round(x)
     limits = np.iinfo(model.input_dtype)
-    return np.clip(q, limits.min, limits.max).astype(model.input_dtype)
+    out: npt.NDArray[Any] = np.clip(q, limits.min, limits.max).astype(model.input_dtype)
+    return out
 
 
 def _probe_models(models_dir: Path, image: npt.NDArray[np.uint8], ref: Arrays, out: Arrays) -> dict[str, str]:
@@ -231,7 +232,7 @@ def probe(photos_dir: Path, out_path: Path, reference: Path | None, models_dir: 
     except Exception:  # a tflite_runtime-only install is still worth comparing
         pass
     out["meta"] = np.asarray(json.dumps(meta))
-    np.savez_compressed(out_path, **out)  # type: ignore[arg-type]
+    np.savez_compressed(out_path, **out)
     print(f"probe: {meta['machine']} {json.dumps({k: v for k, v in meta.items() if k != 'quantization'})}")
 
 
@@ -290,7 +291,8 @@ def compare(ref: Arrays, cand: Arrays) -> Report:
 
 def _box_sides(rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Side of each face box (the larger of width and height) from detection rows."""
-    return np.maximum(rows[:, 3] - rows[:, 1], rows[:, 4] - rows[:, 2]).astype(np.float64)
+    sides: npt.NDArray[Any] = np.maximum(rows[:, 3] - rows[:, 1], rows[:, 4] - rows[:, 2]).astype(np.float64)
+    return sides
 
 
 def _compare_detections(ref: Arrays, cand: Arrays, report: Report) -> None:

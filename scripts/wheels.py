@@ -78,7 +78,7 @@ def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target) -> str
     """Build an sdist-only requirement into ``wheelhouse``; ResolveError unless it is pure Python."""
     with tempfile.TemporaryDirectory(prefix="edgeface-sdist-") as tmp:
         cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-binary=:all:", "-w", tmp]
-        proc = subprocess.run([*cmd, requirement], capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        proc = subprocess.run([*cmd, requirement], check=False, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         if proc.returncode != 0:
             raise ResolveError(
                 f"{target.label}: {requirement} has no wheel and its source does not build: {proc.stderr[-800:]}"
@@ -104,7 +104,7 @@ def _pip_install(
         cmd += [*target.pip_args(), f"--find-links={wheelhouse}", "-c", str(CONSTRAINTS), *extra]
         if no_deps:
             cmd.append("--no-deps")
-        proc = subprocess.run([*cmd, *requirements], capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        proc = subprocess.run([*cmd, *requirements], check=False, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         if proc.returncode == 0:
             return
         missing = _NO_MATCH.findall(proc.stderr)
