@@ -74,8 +74,29 @@ def nodeps_requirements() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
+def _host_wheel(requirement: str) -> str | None:
+    """The wheel this machine's pip would take for the requirement, or None when there is only a source."""
+    with tempfile.TemporaryDirectory(prefix="edgeface-host-") as tmp:
+        report = Path(tmp) / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--no-deps"]
+        cmd += ["--only-binary=:all:", f"--report={report}", requirement]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        if proc.returncode != 0:
+            return None
+        items = json.loads(report.read_text(encoding="utf-8"))["install"]
+        return str(items[0]["download_info"]["url"].rsplit("/", 1)[-1]) if items else None
+
+
 def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target) -> str:
     """Build an sdist-only requirement into ``wheelhouse``; ResolveError unless it is pure Python."""
+    # A package with compiled wheels for other platforms is not pure Python: say so at once rather
+    # than spend minutes compiling its source here (numpy for armv7, say).
+    host = _host_wheel(requirement)
+    if host is not None and not _PURE.search(host):
+        raise ResolveError(
+            f"{target.label}: no wheel for {requirement} (it ships compiled wheels for other platforms, e.g. {host}): "
+            "a device would need a compiler"
+        )
     with tempfile.TemporaryDirectory(prefix="edgeface-sdist-") as tmp:
         cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-binary=:all:", "-w", tmp]
         proc = subprocess.run([*cmd, requirement], check=False, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
