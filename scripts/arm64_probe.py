@@ -149,6 +149,7 @@ def _probe_models(models_dir: Path, image: npt.NDArray[np.uint8], ref: Arrays, o
 def _probe_faces(models_dir: Path, photos: dict[str, npt.NDArray[np.uint8]], ref: Arrays, out: Arrays) -> None:
     """Detections and landmarks on every photo; embeddings of aligned chips for every embedder."""
     from edgeface.config import VisionConfig
+    from edgeface.errors import ModelError
     from edgeface.vision.align import Aligner
     from edgeface.vision.detect import MODEL_IDS, SSD_OPTIONS, LiteRTDetector
     from edgeface.vision.embed import Embedder
@@ -157,7 +158,12 @@ def _probe_faces(models_dir: Path, photos: dict[str, npt.NDArray[np.uint8]], ref
 
     specs = load_manifest(models_dir).models
     detectors = [LiteRTDetector(models_dir, s.id, MIN_SCORE, MAX_FACES) for s in specs if s.id in SSD_OPTIONS]
-    landmarkers = [LiteRTLandmarker(models_dir, s.id) for s in specs if s.role == "landmarker"]
+    landmarkers = []
+    for spec in (s for s in specs if s.role == "landmarker"):
+        try:
+            landmarkers.append(LiteRTLandmarker(models_dir, spec.id))
+        except ModelError as exc:  # another kind of landmarker: its raw outputs are still compared
+            print(f"probe: {spec.id} is not a FaceMesh landmarker ({exc}); raw outputs only")
     if not detectors or not landmarkers:
         raise ProbeError(f"manifest in {models_dir} has no BlazeFace detector or no landmarker")
     default_detector = MODEL_IDS[VisionConfig().detector]
@@ -257,7 +263,8 @@ def _cosine(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
 
 
 def _bound(kind: str) -> float:
-    return COSINE_INT8 if kind.startswith("int8") else COSINE_FLOAT32
+    """The cosine bound for a manifest ``quantization`` ("int8-full", "uint8", ...; none = float)."""
+    return COSINE_INT8 if "int8" in kind.lower() else COSINE_FLOAT32
 
 
 def compare(ref: Arrays, cand: Arrays) -> Report:
