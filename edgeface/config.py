@@ -212,6 +212,25 @@ class MqttConfig(_Section):
     outbox_size: int = Field(1000, ge=1, le=1_000_000, description="Events held while the broker is unreachable.")
     discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
+    birth_topic: str | None = Field(
+        None,
+        pattern=r"^[^#+]+$",
+        description="Home Assistant's status topic; 'online' there makes the device announce itself again. "
+        "None = <discovery_prefix>/status.",
+    )
+    controls: bool = Field(
+        True, description="Offer Home Assistant controls (confirm/ignore the last unknown, reload) with discovery."
+    )
+    controls_key_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Command key that signs Home Assistant controls; with security.require_signature the "
+        "controls are off unless this is set.",
+    )
+
+    @property
+    def ha_birth_topic(self) -> str:
+        return self.birth_topic or f"{self.discovery_prefix}/status"
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:

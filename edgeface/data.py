@@ -190,3 +190,6 @@ class Decision:
     liveness: LivenessResult | None = None
     unknown_id: str | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)
+    # The closest enrolled person when the face was not recognised (unknown/uncertain): the event's
+    # ``best_match``. ``person_id`` stays None then -- nobody was decided.
+    closest: Candidate | None = None

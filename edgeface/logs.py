@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -44,3 +46,24 @@ def setup_logging(level: str, *, json_format: bool) -> None:
     # paho and amqtt are chatty at INFO/DEBUG; their warnings still reach us.
     for noisy in ("amqtt", "transitions", "watchdog"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class LastProblem(logging.Handler):
+    """Remembers the newest WARNING-or-worse record, for the ``last_error`` field of the state document."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._last: dict[str, Any] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # A plain assignment of a new dict: readers on other threads see the old or the new one, whole.
+        self._last = {
+            "message": record.getMessage(),
+            "level": record.levelname,
+            "logger": record.name,
+            "at": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="seconds"),
+        }
+
+    def last(self) -> dict[str, Any] | None:
+        """``{message, level, logger, at}`` of the newest problem, or None."""
+        return self._last

@@ -78,28 +78,53 @@ def recognition_event(decision: Decision, device_id: str, *, total_ms: float | N
     }
 
 
+def _best_match(decision: Decision) -> dict[str, Any] | None:
+    closest = decision.closest
+    if closest is None:
+        return None
+    return {"person_id": closest.person_id, "name": closest.name, "similarity": round(closest.similarity, 4)}
+
+
 def unknown_event(
     decision: Decision, device_id: str, *, snapshot: bytes | None = None, total_ms: float | None = None
 ) -> dict[str, Any]:
     """The ``unknown`` event of a stranger (or an uncertain match).
 
-    ``{unknown_id, best_match: {person_id, name} | null, track_id, status, reason, similarity,
+    ``{unknown_id, best_match: {person_id, name, similarity} | null, track_id, status, reason, similarity,
     distance, threshold, margin, bbox, frame, liveness, samples, stage_ms, total_ms, device}`` plus
     ``snapshot`` (base64 JPEG of the face) only when one is given.
 
-    ``unknown_id`` names the spooled cluster to ``confirm``/``ignore``/``reject``; ``similarity``
-    is that of the best candidate, named in ``best_match`` (null when the database is empty).
+    ``unknown_id`` names the spooled cluster to ``confirm``/``ignore``/``reject`` (uncertain faces
+    are spooled too); it is null only for a face that never passed the quality gates (``reason``
+    ``too_small``/``too_blurry``/``bad_pose``), which has no embedding. ``similarity`` is that of
+    the closest enrolled person, named in ``best_match`` (null when the database is empty or no
+    embedding was made).
     """
     event: dict[str, Any] = {
         "unknown_id": decision.unknown_id,
-        "best_match": (
-            {"person_id": decision.person_id, "name": decision.name} if decision.person_id is not None else None
-        ),
+        "best_match": _best_match(decision),
         **_common(decision, device_id, total_ms),
     }
     if snapshot is not None:
         event["snapshot"] = base64.b64encode(snapshot).decode("ascii")
     return event
+
+
+def person_document(decision: Decision) -> dict[str, Any]:
+    """Retained ``person/<person_id>``: the person's last live recognition.
+
+    ``{person_id, name, last_seen, similarity, confidence, grant, track_id}``; ``confidence`` is
+    ``similarity`` as a percentage (0..100, one decimal) for Home Assistant's sensor.
+    """
+    return {
+        "person_id": decision.person_id,
+        "name": decision.name,
+        "last_seen": iso_time(decision.wall_time),
+        "similarity": round(decision.similarity, 4),
+        "confidence": round(max(0.0, decision.similarity) * 100.0, 1),
+        "grant": decision.grant,
+        "track_id": decision.track_id,
+    }
 
 
 def presence_payload(present: bool) -> str:

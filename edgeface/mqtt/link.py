@@ -53,6 +53,8 @@ OFFLINE = "offline"
 Payload = dict[str, Any] | list[Any] | str | bytes
 CommandCallback = Callable[[str, bytes, Properties | None], None]
 """``on_command(verb, payload, properties)``: called on paho's thread, must return quickly."""
+MessageCallback = Callable[[str, bytes, bool], None]
+"""``on_message(topic, payload, retained)`` of an extra subscription: paho's thread, must return quickly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,6 @@ class MqttLink:
         # that their final events and the retained ``offline`` still go out. ``stop`` only cuts
         # ``wait_connected`` short.
         self._stop = stop
-        self._on_connection = on_connection
         self.host = host or cfg.host or "127.0.0.1"
         self.port = port if port is not None else (cfg.port if cfg.host else cfg.embedded_port)
         self.client_id = cfg.client_id or f"edgeface-{topics.device_id}"
@@ -129,6 +130,8 @@ class MqttLink:
         self._connects = 0  # guarded by _lock
         self._closing = False
         self._subscribed = threading.Event()
+        self._extra: dict[str, MessageCallback] = {}  # guarded by _lock
+        self._listeners: list[Callable[[bool], None]] = [on_connection] if on_connection is not None else []
         self._refused: str | None = None
         self._warned_unreachable = False
 
@@ -186,6 +189,18 @@ class MqttLink:
         """Queue a message; it is sent in order once connected. Never blocks; drops the oldest when full."""
         qos = self._cfg.qos if qos is None else qos
         self._delivery.put(OutMessage(topic, encode_payload(payload), qos, retain, correlation_data))
+
+    def add_connection_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(connected)`` on paho's thread after each connect (``online`` queued) and disconnect."""
+        self._listeners.append(listener)
+
+    def subscribe(self, topic_filter: str, on_message: MessageCallback) -> None:
+        """Also deliver messages matching ``topic_filter`` (retained ones included), now and after every reconnect."""
+        with self._lock:
+            self._extra[topic_filter] = on_message
+            client = self._client if self._connected else None
+        if client is not None:
+            client.subscribe(topic_filter, qos=1)
 
     def stop(self) -> None:
         """Drain what the broker still takes, publish retained ``offline``, disconnect cleanly (no Will)."""
@@ -257,11 +272,15 @@ class MqttLink:
             client.subscribe(self._topics.command_filter, options=options)
         else:
             client.subscribe(self._topics.command_filter, qos=1)
+        with self._lock:
+            extra = list(self._extra)
+        for topic_filter in extra:
+            client.subscribe(topic_filter, qos=1)
         online = OutMessage(self._topics.status, ONLINE.encode(), STATUS_QOS, retain=True)
         self._delivery.session_started(client, online)
         _LOGGER.info("MQTT: connected to %s:%d (%s)", self.host, self.port, _version(client))
-        if self._on_connection is not None:
-            self._on_connection(True)
+        for listener in list(self._listeners):
+            listener(True)
 
     def _handle_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         # paho calls this inside its ``except OSError`` without passing the error on. A failed TLS
@@ -313,8 +332,8 @@ class MqttLink:
             _LOGGER.debug("MQTT: disconnected (%s)", reason)
         else:
             _LOGGER.warning("MQTT: lost connection to %s:%d (%s); reconnecting", self.host, self.port, reason)
-        if self._on_connection is not None:
-            self._on_connection(False)
+        for listener in list(self._listeners):
+            listener(False)
 
     def _handle_subscribe(
         self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any
@@ -326,6 +345,12 @@ class MqttLink:
         self._subscribed.set()
 
     def _handle_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            extra = [cb for flt, cb in self._extra.items() if mqtt.topic_matches_sub(flt, message.topic)]
+        for callback in extra:
+            callback(message.topic, bytes(message.payload), bool(message.retain))
+        if extra:
+            return
         verb = self._topics.verb_of(message.topic)
         if verb is None:
             _LOGGER.debug("MQTT: ignoring message on %s", message.topic)

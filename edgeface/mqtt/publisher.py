@@ -25,6 +25,8 @@ class Sink(Protocol):
 
 SnapshotLookup = Callable[[str], bytes | None]
 """``snapshot(unknown_id)``: the JPEG of a spooled stranger, or None."""
+PresenceOwner = Callable[[str, str, bool], None]
+"""``set_presence(person_id, name, on)`` of whoever owns the retained presence (``retained.RetainedState``)."""
 
 
 class EventPublisher:
@@ -38,14 +40,17 @@ class EventPublisher:
         *,
         snapshot: SnapshotLookup | None = None,
         echo: Callable[[str], None] | None = None,
+        presence: PresenceOwner | None = None,
     ) -> None:
-        """``snapshot`` adds the stranger's face to ``unknown`` events (None: never);
-        ``echo`` receives ``"<topic> <payload>"`` of each event and presence change (the CLI prints them)."""
+        """``snapshot`` adds the stranger's face to ``unknown`` events and publishes it raw on
+        ``unknown/snapshot`` (None: never); ``echo`` receives ``"<topic> <payload>"`` of each event and
+        presence change (the CLI prints them); ``presence`` publishes presence changes (None: published here)."""
         self._sink = sink
         self.topics = topics
         self._device_id = device_id
         self._snapshot = snapshot
         self._echo = echo
+        self._presence = presence
 
     def decision(self, decision: Decision) -> None:
         """A ``recognition`` event for a known track, an ``unknown`` event otherwise."""
@@ -59,10 +64,17 @@ class EventPublisher:
             snapshot = self._snapshot(decision.unknown_id)
         payload = events.unknown_event(decision, self._device_id, snapshot=snapshot, total_ms=total_ms)
         self._publish(self.topics.unknown, payload)
+        if snapshot is not None:
+            self._sink.publish(self.topics.unknown_snapshot, snapshot)  # raw JPEG for Home Assistant's image entity
 
-    def presence(self, person_id: str, _name: str, on: bool) -> None:
+    def presence(self, person_id: str, name: str, on: bool) -> None:
         """The retained ``presence/<person_id>``; the signature is the pipeline's ``on_presence``."""
-        self._publish(self.topics.presence(person_id), events.presence_payload(on), retain=True)
+        if self._presence is None:
+            self._publish(self.topics.presence(person_id), events.presence_payload(on), retain=True)
+            return
+        self._presence(person_id, name, on)
+        if self._echo is not None:
+            self._echo(f"{self.topics.presence(person_id)} {events.presence_payload(on)}")
 
     def state(self, document: dict[str, Any]) -> None:
         """The retained ``state`` health document (not echoed: it is periodic, not an event)."""

@@ -370,7 +370,9 @@ class Decider:
             return Outcome()  # after the first evaluation only a named person is news
         state.evaluated = True
         unknown_id: str | None = None
-        if status == "unknown" and self._spool is not None:
+        # Uncertain faces are spooled too: "last unknown" then names them, and confirming one
+        # (as a new person or as the closest one) teaches the device exactly the faces it doubted.
+        if self._spool is not None:
             jpeg = self._snapshot(state) if self._unknown_snapshots else None
             sighting = self._spool.observe(fused, frame.wall_time, jpeg)
             unknown_id = sighting.unknown_id
@@ -389,6 +391,7 @@ class Decider:
             samples=len(votes),
             stage_ms=stage_ms,
             unknown_id=unknown_id,
+            closest=best,
         )
         return Outcome(decision)
 
@@ -432,6 +435,7 @@ class Decider:
         grant: bool = False,
         liveness: LivenessResult | None = None,
         unknown_id: str | None = None,
+        closest: Candidate | None = None,
     ) -> Decision:
         return Decision(
             track_id=track.track_id,
@@ -451,4 +455,5 @@ class Decider:
             liveness=liveness,
             unknown_id=unknown_id,
             stage_ms=dict(stage_ms or {}),
+            closest=closest,
         )

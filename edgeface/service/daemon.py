@@ -2,9 +2,10 @@
 
 ``_start`` is a list of named steps, each building one part and pushing its own teardown onto one
 ``ExitStack``: source (built, not opened: a wrong path fails first) → models → database and unknown
-spool → broker (embedded when none is configured) → MQTT link → event publisher and pipeline (built)
-→ health → command worker, then connect → discovery → fleet replication → capture (the pipeline
-starts) → file watcher.
+spool → broker (embedded when none is configured) → MQTT link → retained state (presence, last seen,
+discovery) and event publisher → pipeline (built) → health → command worker → Home Assistant controls,
+then connect → fleet replication → capture (the pipeline starts) → file watcher. The retained state
+and the controls subscribe before the first connection.
 Teardown is the reverse. ``READY=1`` is sent once all of them are up. The main thread then only
 supervises: watchdog pings while every stage's heartbeat is fresh, status/state updates, spool expiry.
 
@@ -27,21 +28,25 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
+from edgeface.data import Decision
 from edgeface.errors import BrokerError, EdgefaceError
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
 from edgeface.liveness.passive import PassiveLiveness, open_passive
 from edgeface.liveness.policy import build_policy, uses_passive
 from edgeface.liveness.still import StillLiveness
+from edgeface.logs import LastProblem
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt.broker import PROTOCOL as EMBEDDED_PROTOCOL
 from edgeface.mqtt.broker import EmbeddedBroker
 from edgeface.mqtt.commands import CommandDispatcher
-from edgeface.mqtt.discovery import Discovery, DiscoveryBuilder
+from edgeface.mqtt.controls import HaControls, controls_enabled, controls_key
+from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
 from edgeface.mqtt.link import MqttLink
 from edgeface.mqtt.publisher import EventPublisher
+from edgeface.mqtt.retained import RetainedState
 from edgeface.mqtt.signing import Verifier, load_keys
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.rules import Thresholds
@@ -90,7 +95,8 @@ class Daemon:
     source_status: SourceStatus
     pipeline: Pipeline
     health: Health
-    discovery: Discovery | None
+    retained: RetainedState
+    controls: HaControls | None
     replicator: Replicator | None = None  # until ``_start_fleet`` (and when fleet.enabled is off)
 
     def __init__(
@@ -108,11 +114,19 @@ class Daemon:
         self.notifier = Notifier()
         self._reload_requested = threading.Event()
         self._pending: Settings | None = None
+        self._problems = LastProblem()  # the state document's ``last_error``, across reloads
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until ``stop`` is set (signal) or a finite replay ends; returns the exit code."""
+        logging.getLogger().addHandler(self._problems)
+        try:
+            return self._run()
+        finally:
+            logging.getLogger().removeHandler(self._problems)
+
+    def _run(self) -> int:
         while True:
             with contextlib.ExitStack() as stack:
                 self._start(stack)
@@ -139,11 +153,12 @@ class Daemon:
         self._start_liveness()
         address = self._start_broker(stack)
         self._start_link(stack, address)
+        self._start_retained(stack)
         self._start_pipeline(source)
         self._start_health(started_at)
         self._start_commands(stack)
+        self._start_controls()
         self._connect(address)
-        self._start_discovery()
         self._start_fleet(stack, address)
         self._start_capture(stack)
         self._start_watcher(stack)
@@ -215,8 +230,6 @@ class Daemon:
             protocol=address.protocol,
         )
         stack.callback(self.link.stop)
-        snapshot = self.spool.snapshot if s.unknowns.publish_snapshot else None
-        self.publisher = EventPublisher(self.link, self.topics, s.device.id, snapshot=snapshot, echo=self.echo)
 
     def _start_pipeline(self, source: FrameSource) -> None:
         """The pipeline, built but not started (``_start_capture`` starts it once everything else runs)."""
@@ -232,7 +245,7 @@ class Daemon:
             decision_config=s.decision,
             tracker_config=s.tracker,
             pipeline_config=s.pipeline,
-            on_decision=self.publisher.decision,
+            on_decision=self._on_decision,
             on_presence=self.publisher.presence,
             on_source_state=self._on_source_state,
             unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
@@ -249,6 +262,7 @@ class Daemon:
             link=self.link,
             source=self.source_status,
             heartbeat_timeout_s=self.settings.pipeline.heartbeat_timeout_s,
+            last_problem=self._problems.last,
         )
 
     def _start_commands(self, stack: contextlib.ExitStack) -> None:
@@ -283,15 +297,40 @@ class Daemon:
                 "broker %s:%d not reachable yet (%s); events are queued until it is", address.host, address.port, exc
             )
 
-    def _start_discovery(self) -> None:
+    def _start_retained(self, stack: contextlib.ExitStack) -> None:
+        """Retained presence, last seen and discovery (kept true on the broker); the event publisher feeding them."""
         s = self.settings
-        self.discovery = (
-            Discovery(self.link, DiscoveryBuilder(self.topics, s.mqtt.discovery_prefix, s.device.name, __version__))
-            if s.mqtt.discovery
-            else None
+        options = DiscoveryOptions(
+            # A snapshot exists only when the spool keeps it, and leaves the device only when published.
+            snapshots=s.unknowns.snapshots and s.unknowns.publish_snapshot,
+            controls=controls_enabled(s.mqtt, s.security),
+            stranger_off_delay_s=s.decision.presence_timeout_s,
         )
-        if self.discovery is not None:
-            self.discovery.announce((p.id, p.name) for p in self.db.list()[1])
+        builder = DiscoveryBuilder(self.topics, s.mqtt.discovery_prefix, s.device.name, __version__, options)
+        db = self.db
+        self.retained = RetainedState(
+            self.link,
+            builder,
+            lambda: {p.id: p.name for p in db.list()[1]},
+            discovery=s.mqtt.discovery,
+            birth_topic=s.mqtt.ha_birth_topic,
+        )
+        self.retained.attach()
+        # Runs after the pipeline stopped and before the link drains: whoever is present goes 'off'.
+        stack.callback(self.retained.stop)
+        snapshot = self.spool.snapshot if s.unknowns.publish_snapshot else None
+        self.publisher = EventPublisher(
+            self.link, self.topics, s.device.id, snapshot=snapshot, echo=self.echo, presence=self.retained.set_presence
+        )
+
+    def _start_controls(self) -> None:
+        """Home Assistant's text and buttons, as commands to the dispatcher (when offered)."""
+        s = self.settings
+        self.controls = None
+        if controls_enabled(s.mqtt, s.security):
+            key = controls_key(s.mqtt, load_keys(s.security.keys_file))
+            self.controls = HaControls(self.link, self.topics, self._dispatcher, key)
+            self.controls.attach()
 
     def _start_fleet(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
         """Replication of the database with the fleet through the broker (``fleet.enabled``)."""
@@ -373,6 +412,14 @@ class Daemon:
     def _on_command(self, verb: str, payload: bytes, properties: Any) -> None:
         self._dispatcher.submit(verb, payload, properties)
 
+    def _on_decision(self, decision: Decision) -> None:
+        # "The last unknown" first: whoever reads the event may press a button at once.
+        if self.controls is not None and decision.unknown_id is not None:
+            self.controls.unknown_seen(decision.unknown_id)
+        self.publisher.decision(decision)
+        if decision.status == "known":
+            self.retained.recognised(decision)
+
     def _on_source_state(self, state: str, detail: str) -> None:
         self.source_status.update(state, detail)
         _LOGGER.info("source %s: %s %s", self.source_status.uri, state, detail)
@@ -384,8 +431,7 @@ class Daemon:
         return self.replicator.status()
 
     def _persons_changed(self) -> None:
-        if self.discovery is not None:
-            self.discovery.announce((p.id, p.name) for p in self.db.list()[1])
+        self.retained.persons_changed()
         self.publisher.state(self.health.document())
 
     # --- reload ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ supervisor and the command worker, so it owns its lock. ``Health`` only reads th
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from edgeface import __version__
@@ -57,7 +58,9 @@ class Health:
         link: MqttLink,
         source: SourceStatus,
         heartbeat_timeout_s: float,
+        last_problem: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
+        """``last_problem`` gives the newest warning or error logged (``logs.LastProblem.last``)."""
         self._device_id = device_id
         self.started_at = started_at
         self._pipeline = pipeline
@@ -66,6 +69,7 @@ class Health:
         self._link = link
         self.source = source
         self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._last_problem = last_problem
 
     def document(self) -> dict[str, Any]:
         """The retained ``state`` document (see ``events.state_document``)."""
@@ -80,7 +84,11 @@ class Health:
             source={**self.source.as_dict(), "frames": metrics.get("frames", 0)},
             drops=metrics.get("drops", {}),
             db_fallback=self._db.fallback_from is not None,
-            extra={"pipeline": metrics, "unknowns": len(self._spool.list())},
+            extra={
+                "pipeline": metrics,
+                "unknowns": len(self._spool.list()),
+                "last_error": self._last_problem() if self._last_problem is not None else None,
+            },
         )
 
     def status_line(self) -> str:

@@ -509,3 +509,16 @@ def test_decision_carries_stage_timings_and_frame_times() -> None:
     assert d.stage_ms == {"detect": 3.0}
     assert (d.frame_index, d.captured_at, d.wall_time) == (4, 104.0, 1_700_000_004.0)
     assert d.bbox == tr.bbox
+
+
+def test_unknown_and_uncertain_name_the_closest_person_and_get_an_unknown_id() -> None:
+    spool = Spool()
+    decider = make({0: m(("ann", 0.75), ("bob", 0.2)), 1: m(("bob", 0.30))}, spool=spool)
+    uncertain = decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))
+    stranger = decisions(feed(decider, 2, unit(1), [0.0, 0.1, 0.2]))
+    assert [(d.status, d.person_id, d.unknown_id) for d in uncertain] == [("uncertain", None, "u0")]
+    assert uncertain[0].closest == Candidate("ann", "Ann", 0.75)
+    assert [(d.status, d.person_id, d.unknown_id) for d in stranger] == [("unknown", None, "u1")]
+    assert stranger[0].closest == Candidate("bob", "Bob", 0.30)
+    empty = decisions(feed(make({0: m()}, spool=Spool()), 1, unit(0), [0.0, 0.1, 0.2]))
+    assert empty[0].closest is None
