@@ -63,7 +63,7 @@ class DiscoveryMessage:
 class DiscoveryOptions:
     """What the device offers beyond the always-present entities."""
 
-    snapshots: bool = False  # the last unknown face as an image (unknowns.publish_snapshot)
+    snapshots: bool = False  # the last unknown face as an image (unknowns.snapshots and publish_snapshot)
     controls: bool = False  # confirm/ignore/reload from HA (see controls.py for when they are on)
     stranger_off_delay_s: float = 30.0  # the stranger binary sensor turns off this long after the last one
 

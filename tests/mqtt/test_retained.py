@@ -138,6 +138,9 @@ def test_home_assistant_birth_message_makes_the_device_announce_again(mosquitto:
     with running(mosquitto.port, topics, {"p1": "Alice"}) as run:
         config = run.builder.device_configs()[0].topic
         mqtt_probe.wait_for(config)
+        mqtt_probe.seen.clear()  # the next message on ``config`` must be a new one
+        while not mqtt_probe.messages.empty():
+            mqtt_probe.messages.get_nowait()
         mqtt_probe.publish(BIRTH, b"offline")
         mqtt_probe.publish(BIRTH, b"online")
         again = mqtt_probe.wait_for(config, timeout=10)
