@@ -20,6 +20,7 @@ reconnect republishing everything cannot interleave with a presence change from 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -123,8 +124,10 @@ class RetainedState:
             for topic in old_configs.keys() - self._configs.keys():
                 self._send(topic, "")
             if self._discovery:
-                for message in self._configs.values():
-                    self._send(message.topic, message.payload)
+                # Only what changed: a device with hundreds of persons must not flood the outbox per enrollment.
+                for topic, message in self._configs.items():
+                    if old_configs.get(topic) != message:
+                        self._send(topic, message.payload)
             for person_id in added:
                 self._send(self._topics.presence(person_id), events.presence_payload(person_id in self._present))
 
@@ -152,8 +155,9 @@ class RetainedState:
         if connected:
             self.republish()
 
-    def _on_birth(self, _topic: str, payload: bytes, _retained: bool) -> None:
-        if payload.strip().lower() == BIRTH_ONLINE:
+    def _on_birth(self, _topic: str, payload: bytes, retained: bool) -> None:
+        # A retained birth comes with every subscription, i.e. with every connect, which republishes anyway.
+        if not retained and payload.strip().lower() == BIRTH_ONLINE:
             _LOGGER.info("Home Assistant came online: announcing the device again")
             self.republish()
 
@@ -187,6 +191,9 @@ class RetainedState:
         with self._lock:
             if person_id not in self._persons:
                 self._send(topic, "")
+            elif person_id not in self._seen and isinstance(document := _json_object(payload), dict):
+                # Last seen before this start: kept, so a broker that loses it gets it back.
+                self._seen[person_id] = document
 
     # --- internals (lock held) --------------------------------------------------------------------
 
@@ -201,3 +208,11 @@ class RetainedState:
 
     def _send(self, topic: str, payload: dict[str, Any] | str) -> None:
         self._link.publish(topic, payload, retain=True, qos=RETAINED_QOS)
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

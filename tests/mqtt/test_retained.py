@@ -112,7 +112,14 @@ def test_discovery_turned_off_removes_every_entity(mosquitto: Broker, mqtt_probe
 
 def test_broker_restart_without_persistence_gets_everything_again(broker: Broker) -> None:
     topics = _topics()
-    with running(broker.port, topics, {"p1": "Alice"}) as run:
+    earlier = MqttProbe(broker.port, "unused/#")
+    try:  # Bob was last seen before this start
+        earlier.publish(
+            topics.person("p2"), b'{"person_id": "p2", "last_seen": "2026-01-01T00:00:00+00:00"}', retain=True
+        )
+    finally:
+        earlier.close()
+    with running(broker.port, topics, {"p1": "Alice", "p2": "Bob"}) as run:
         config = run.builder.person_configs("p1", "Alice")[0].topic
         run.retained.set_presence("p1", "Alice", True)
         run.retained.recognised(_decision(person_id="p1"))
@@ -128,6 +135,8 @@ def test_broker_restart_without_persistence_gets_everything_again(broker: Broker
             probe.wait_for(config, timeout=30, predicate=lambda m: m.payload != b"")
             probe.wait_for(topics.presence("p1"), timeout=30, predicate=lambda m: m.payload == b"on")
             probe.wait_for(topics.person("p1"), timeout=30)
+            bob = probe.wait_json(topics.person("p2"), timeout=30)
+            assert bob["last_seen"] == "2026-01-01T00:00:00+00:00"
             probe.wait_for(topics.status, timeout=30, predicate=lambda m: m.payload == b"online")
         finally:
             probe.close()
@@ -158,6 +167,13 @@ def test_clean_stop_and_database_changes(mosquitto: Broker, mqtt_probe: MqttProb
         run.retained.persons_changed()
         mqtt_probe.wait_for(run.builder.person_configs("p2", "Bob")[0].topic)
         mqtt_probe.wait_for(topics.presence("p2"), predicate=lambda m: m.payload == b"off")
+        # Renamed: same entity (topic, unique_id), new name.
+        persons["p1"] = "Alicia"
+        run.retained.persons_changed()
+        renamed = mqtt_probe.wait_json(
+            run.builder.person_configs("p1", "Alicia")[0].topic, predicate=lambda c: c.get("name") == "Alicia"
+        )
+        assert renamed["unique_id"].endswith("_presence_p1")
         # Deleted while running: every retained topic of the person cleared.
         run.retained.recognised(_decision(person_id="p2", name="Bob"))
         mqtt_probe.wait_for(topics.person("p2"))
