@@ -77,8 +77,10 @@ def test_replay_recognises_enrolled_person_and_reports_stranger(
         stranger = mqtt_probe.wait_json("edgeface/door/unknown", timeout=60)
         assert stranger["unknown_id"].startswith("u-")
         assert stranger["best_match"] is None or stranger["similarity"] < seen["threshold"]
+        # Announced 'off' at start (enrolled, not seen yet), then 'on'.
         presence = mqtt_probe.wait_for(f"edgeface/door/presence/{obama_id}")
-        assert presence.payload == b"on"
+        assert presence.payload == b"off"
+        mqtt_probe.wait_for(f"edgeface/door/presence/{obama_id}", predicate=lambda m: m.payload == b"on")
     finally:
         thread.join(60)  # a finite replay ends the daemon by itself
         stop.set()
