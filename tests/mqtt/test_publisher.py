@@ -70,6 +70,9 @@ def test_decisions_presence_and_state_go_to_their_topics(link: MqttLink, mqtt_pr
     stranger = mqtt_probe.wait_json(topics.unknown)
     assert stranger["unknown_id"] == "u-1"
     assert base64.b64decode(stranger["snapshot"]) == b"jpeg-of-u-1"
+    # The same face as raw bytes for Home Assistant's image entity, not retained.
+    raw = mqtt_probe.wait_for(topics.unknown_snapshot)
+    assert raw.payload == b"jpeg-of-u-1" and raw.retain is False
     presence = mqtt_probe.wait_for(topics.presence("p1"))
     assert presence.payload == b"on" and presence.retain is False  # live delivery of a retained message
     state = mqtt_probe.wait_json(topics.state)
@@ -95,3 +98,15 @@ def test_presence_and_state_are_retained(link: MqttLink, mosquitto: Broker, mqtt
             late.wait_for(topics.unknown, timeout=1.0)
     finally:
         late.close()
+
+
+def test_presence_goes_through_its_owner_when_one_is_given(link: MqttLink) -> None:
+    owned: list[tuple[str, str, bool]] = []
+    echoed: list[str] = []
+    topics = link.topics
+    publisher = EventPublisher(
+        link, topics, topics.device_id, echo=echoed.append, presence=lambda *change: owned.append(change)
+    )
+    publisher.presence("p1", "Alice", True)
+    assert owned == [("p1", "Alice", True)]
+    assert echoed == [f"{topics.presence('p1')} on"]
