@@ -113,8 +113,9 @@ class RetainedState:
 
     def persons_changed(self) -> None:
         """The database changed: announce new or renamed persons, clear everything of deleted ones."""
-        current = dict(self._persons_of())
         with self._lock:
+            # Read under the lock: the command worker and the file watcher may both report a change.
+            current = dict(self._persons_of())
             gone = self._persons.keys() - current.keys()
             added = current.keys() - self._persons.keys()
             self._persons = current
