@@ -175,3 +175,35 @@ def _toml(tmp_path: Path) -> Path:
     path = tmp_path / "db.toml"
     path.write_text(f'[device]\nstate_dir = "{tmp_path}"\n')
     return path
+
+
+def test_stranger_confirmed_from_home_assistant_is_recognised(
+    tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe, analyzer: FaceAnalyzer
+) -> None:
+    _enroll(tmp_path, analyzer, "Barack Obama", samples_dir / "obama.jpg", {})
+    replay = replay_folder(tmp_path, samples_dir, "biden.jpg")
+    settings = _ha(
+        mosquitto.port,
+        tmp_path,
+        replay,
+        device="lobby",
+        unknowns={"snapshots": True, "publish_snapshot": True},
+        decision={"cooldown_s": 0.0},
+    )
+    with Running(settings):
+        for component, key in (("text", "confirm_name"), ("button", "confirm"), ("image", "last_unknown_face")):
+            validate(component, mqtt_probe.wait_json(f"{PREFIX}/{component}/lobby/{key}/config", timeout=60))
+        stranger = mqtt_probe.wait_json("edgeface/lobby/unknown", timeout=60)
+        face = mqtt_probe.wait_for("edgeface/lobby/unknown/snapshot", timeout=30)
+        assert face.payload.startswith(b"\xff\xd8")  # raw JPEG for the image entity
+        mqtt_probe.publish("edgeface/lobby/ha/confirm_name", "Joe Biden")
+        mqtt_probe.publish("edgeface/lobby/ha/confirm", "PRESS")
+        result = mqtt_probe.wait_json("edgeface/lobby/control_result", timeout=30)
+        assert result["ok"], result
+        assert result["verb"] == "confirm" and result["person"]["name"] == "Joe Biden"
+        seen = mqtt_probe.wait_json("edgeface/lobby/recognition", timeout=60)
+        assert seen["name"] == "Joe Biden"
+        biden = seen["person_id"]
+        # The new person's entities appear at once.
+        mqtt_probe.wait_for(f"{PREFIX}/binary_sensor/lobby/presence_{biden}/config", timeout=30)
+        assert stranger["unknown_id"].startswith("u-")
