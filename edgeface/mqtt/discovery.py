@@ -319,7 +319,6 @@ class DiscoveryBuilder:
 
     def _controls(self) -> list[DiscoveryMessage]:
         t = self.topics
-        button = "button"
         return [
             self._entity(
                 "text",
@@ -328,19 +327,19 @@ class DiscoveryBuilder:
                 {"command_topic": t.control("confirm_name"), "min": 0, "max": 128, "mode": "text"},
             ),
             self._entity(
-                button,
+                "button",
                 "confirm",
                 "Enroll the last unknown",
                 {"command_topic": t.control("confirm"), "payload_press": "PRESS", "icon": "mdi:account-plus"},
             ),
             self._entity(
-                button,
+                "button",
                 "ignore",
                 "Ignore the last unknown",
                 {"command_topic": t.control("ignore"), "payload_press": "PRESS", "icon": "mdi:account-cancel"},
             ),
             self._entity(
-                button,
+                "button",
                 "reload",
                 "Reload the database",
                 {"command_topic": t.control("reload"), "payload_press": "PRESS", "entity_category": "config"},

@@ -131,6 +131,7 @@ class MqttLink:
         self._closing = False
         self._subscribed = threading.Event()
         self._extra: dict[str, MessageCallback] = {}  # guarded by _lock
+        self._sub_mids: dict[int, str] = {}  # subscribe mid -> filter, until its SUBACK; guarded by _lock
         self._listeners: list[Callable[[bool], None]] = [on_connection] if on_connection is not None else []
         self._refused: str | None = None
         self._warned_unreachable = False
@@ -200,7 +201,7 @@ class MqttLink:
             self._extra[topic_filter] = on_message
             client = self._client if self._connected else None
         if client is not None:
-            client.subscribe(topic_filter, qos=1)
+            self._subscribe(client, topic_filter)
 
     def stop(self) -> None:
         """Drain what the broker still takes, publish retained ``offline``, disconnect cleanly (no Will)."""
@@ -269,13 +270,15 @@ class MqttLink:
         if client.protocol == MQTTProtocolVersion.MQTTv5:
             # A retained command would be re-applied at every reconnect: never deliver those.
             options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-            client.subscribe(self._topics.command_filter, options=options)
+            _rc, mid = client.subscribe(self._topics.command_filter, options=options)
         else:
-            client.subscribe(self._topics.command_filter, qos=1)
+            _rc, mid = client.subscribe(self._topics.command_filter, qos=1)
         with self._lock:
+            if mid is not None:
+                self._sub_mids[mid] = self._topics.command_filter
             extra = list(self._extra)
         for topic_filter in extra:
-            client.subscribe(topic_filter, qos=1)
+            self._subscribe(client, topic_filter)
         online = OutMessage(self._topics.status, ONLINE.encode(), STATUS_QOS, retain=True)
         self._delivery.session_started(client, online)
         _LOGGER.info("MQTT: connected to %s:%d (%s)", self.host, self.port, _version(client))
@@ -335,14 +338,23 @@ class MqttLink:
         for listener in list(self._listeners):
             listener(False)
 
+    def _subscribe(self, client: mqtt.Client, topic_filter: str) -> None:
+        _rc, mid = client.subscribe(topic_filter, qos=1)
+        if mid is not None:  # None: the connection just dropped; the next connect subscribes again
+            with self._lock:
+                self._sub_mids[mid] = topic_filter
+
     def _handle_subscribe(
-        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: list[ReasonCode], _props: Any
     ) -> None:
+        with self._lock:
+            topic_filter = self._sub_mids.pop(mid, None)
         failed = [str(r) for r in reasons if r.is_failure]
         if failed:
-            _LOGGER.error("MQTT: broker refused the subscription to %s: %s", self._topics.command_filter, failed)
+            _LOGGER.error("MQTT: broker refused the subscription to %s: %s", topic_filter or "a topic", failed)
             return
-        self._subscribed.set()
+        if topic_filter == self._topics.command_filter:
+            self._subscribed.set()
 
     def _handle_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:
