@@ -407,7 +407,8 @@ class DiscoveryBuilder:
                 self.topics.recognition,
                 "recognised",
                 name,
-                "{{ value_json.person_id }}",
+                # A live match only: a photo held up to the camera (liveness_failed) is not the person.
+                "{{ value_json.person_id if value_json.reason == 'matched' else '' }}",
                 person_id,
             ),
         ]

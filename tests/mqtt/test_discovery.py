@@ -246,6 +246,7 @@ def test_device_triggers_fire_on_the_right_events() -> None:
     assert fires("granted", alice_in) and not fires("denied", alice_in)
     assert fires("denied", alice_denied) and not fires("granted", alice_denied)
     assert fires("recognised_p1", alice_in) and not fires("recognised_p2", alice_in)
+    assert not fires("recognised_p1", alice_denied)  # a photo of Alice is not Alice at the door
     stranger = unknown_event(_stranger(), "door")
     assert fires("unknown", stranger) and not fires("uncertain", stranger)
 
