@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from paho.mqtt.enums import MQTTProtocolVersion
+
 from edgeface.config import MqttConfig
+from edgeface.mqtt.broker import PROTOCOL, EmbeddedBroker
 from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
 from edgeface.mqtt.link import MqttLink
 from edgeface.mqtt.retained import RetainedState
@@ -39,10 +42,17 @@ def _topics() -> Topics:
 
 
 @contextmanager
-def running(port: int, topics: Topics, persons: dict[str, str], *, discovery: bool = True) -> Iterator[Running]:
+def running(
+    port: int,
+    topics: Topics,
+    persons: dict[str, str],
+    *,
+    discovery: bool = True,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+) -> Iterator[Running]:
     builder = DiscoveryBuilder(topics, PREFIX, "Door", "0.1.0", DiscoveryOptions())
     cfg = MqttConfig(host="127.0.0.1", port=port, reconnect_max_s=1)
-    link = MqttLink(cfg, topics, "Door", lambda *a: None, threading.Event())
+    link = MqttLink(cfg, topics, "Door", lambda *a: None, threading.Event(), protocol=protocol)
     retained = RetainedState(link, builder, lambda: persons, discovery=discovery, birth_topic=BIRTH)
     retained.attach()
     link.start()
@@ -184,3 +194,23 @@ def test_clean_stop_and_database_changes(mosquitto: Broker, mqtt_probe: MqttProb
         run.retained.stop()
         mqtt_probe.wait_for(topics.presence("p1"), predicate=lambda m: m.payload == b"off")
     assert _retained_now(mosquitto.port, topics.presence("p1")) == b"off"
+
+
+def test_the_embedded_broker_is_reconciled_too() -> None:
+    """The demo's amqtt broker speaks MQTT 3.1.1: the same subscriptions and corrections work there."""
+    broker = EmbeddedBroker(port=0)
+    broker.start()
+    try:
+        topics = _topics()
+        probe = MqttProbe(broker.port, "#", protocol=PROTOCOL)
+        try:
+            gone = _leave_behind(probe, topics, "gone", b"on")
+            probe.publish(topics.presence("p1"), b"on", retain=True)
+            with running(broker.port, topics, {"p1": "Alice"}, protocol=PROTOCOL):
+                probe.wait_for(topics.presence("p1"), timeout=20, predicate=lambda m: m.payload == b"off")
+                for topic in [*gone, topics.presence("gone")]:
+                    probe.wait_for(topic, timeout=20, predicate=lambda m: m.payload == b"")
+        finally:
+            probe.close()
+    finally:
+        broker.stop()
