@@ -144,7 +144,9 @@ class DiscoveryBuilder:
         return DiscoveryMessage(self.topics.discovery(self.prefix, component, key), config)
 
     def _trigger(self, key: str, topic: str, kind: str, subtype: str, template: str, payload: str) -> DiscoveryMessage:
-        """A device trigger: fires on every message on ``topic`` whose ``template`` renders ``payload``."""
+        """A device trigger: fires on every message on ``topic`` whose ``template`` renders ``payload``.
+
+        HA's editor shows a trigger of a type it does not know as "<subtype> <type>" ("Access granted")."""
         config = {
             "automation_type": "trigger",
             "topic": topic,
@@ -199,8 +201,8 @@ class DiscoveryBuilder:
                     "icon": "mdi:face-recognition",
                 },
             ),
-            self._trigger("granted", t.recognition, "recognised", "access granted", _GRANT, "granted"),
-            self._trigger("denied", t.recognition, "recognised", "access denied", _GRANT, "denied"),
+            self._trigger("granted", t.recognition, "granted", "Access", _GRANT, "granted"),
+            self._trigger("denied", t.recognition, "denied", "Access", _GRANT, "denied"),
         ]
 
     def _stranger_entities(self) -> list[DiscoveryMessage]:
@@ -242,8 +244,8 @@ class DiscoveryBuilder:
                     "device_class": "occupancy",
                 },
             ),
-            self._trigger("unknown", t.unknown, "stranger", "unknown face", "{{ value_json.status }}", "unknown"),
-            self._trigger("uncertain", t.unknown, "stranger", "uncertain face", "{{ value_json.status }}", "uncertain"),
+            self._trigger("unknown", t.unknown, "seen", "Unknown face", "{{ value_json.status }}", "unknown"),
+            self._trigger("uncertain", t.unknown, "seen", "Uncertain face", "{{ value_json.status }}", "uncertain"),
         ]
         if self.options.snapshots:
             messages.append(
