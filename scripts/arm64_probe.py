@@ -225,7 +225,7 @@ def probe(photos_dir: Path, out_path: Path, reference: Path | None, models_dir: 
         "photos": sorted(photos),
         "quantization": kinds,
         "import_s": round(imported_s, 1),
-        "broker_s": round(broker_s, 1),
+        "broker_s": round(broker_s, 3),
         "models_s": round(models_s, 1),
         "faces_s": round(faces_s, 1),
         "probe_s": round(time.monotonic() - started, 1),
