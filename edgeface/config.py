@@ -71,6 +71,16 @@ class VisionConfig(_Section):
     embedder: str = Field("dlib_resnet_v1_int8", description="Embedder id from models/manifest.json.")
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Directory holding manifest.json and the model files.")
     threads: int = Field(1, ge=1, le=8, description="Interpreter threads per model (1 is fastest on a Pi 4).")
+    keypoint_fallback: bool = Field(
+        True,
+        description=(
+            "Align a face FaceMesh rejects on the detector's keypoints (eyes, nose, mouth) instead of skipping it; "
+            "its samples carry aligned_by=keypoints and count less in a track's vote."
+        ),
+    )
+    keypoint_fallback_min_score: float = Field(
+        0.7, ge=0.05, le=1.0, description="Detector confidence a face needs for the keypoint fallback."
+    )
 
 
 class DecisionConfig(_Section):
@@ -78,9 +88,20 @@ class DecisionConfig(_Section):
         None, ge=-1, le=1, description="Cosine similarity to accept a person; None = the model's manifest default."
     )
     unknown_threshold: float | None = Field(
-        None, ge=-1, le=1, description="Below this a face is a stranger; between the two it is 'uncertain'."
+        None,
+        ge=-1,
+        le=1,
+        description=(
+            "Below this a face is a stranger; between the two it is 'uncertain'. "
+            "None = the match threshold minus the model's manifest band."
+        ),
     )
-    margin: float = Field(0.04, ge=0, le=1, description="Required similarity lead over the second-best person.")
+    margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Required similarity lead over the second-best person; None = the model's manifest default.",
+    )
     min_face_px: int = Field(48, ge=16, le=2000, description="Smallest face side (pixels) that may be decided.")
     min_sharpness: float = Field(
         20.0, ge=0, description="Variance of Laplacian on the aligned chip below which a face is too blurry."

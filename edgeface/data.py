@@ -95,14 +95,19 @@ class Face:
     landmarks: Landmarks | None
 
 
+# What a chip was aligned on: FaceMesh's five points, or (FaceMesh rejected the face) BlazeFace's keypoints.
+AlignedBy = Literal["landmarks", "keypoints"]
+
+
 @dataclass(frozen=True, slots=True)
 class Quality:
     """Measurements gating whether a face may be decided or enrolled."""
 
     face_px: float  # inter-ocular-scaled face size in pixels (min of bbox width/height)
     sharpness: float  # variance of the Laplacian on the aligned chip
-    yaw: float  # degrees, 0 = frontal, from landmarks
-    pitch: float  # degrees
+    yaw: float  # degrees, 0 = frontal, from landmarks (estimated from the detector's keypoints without them)
+    pitch: float  # degrees (NaN without landmarks)
+    aligned_by: AlignedBy = "landmarks"
 
 
 @dataclass(frozen=True, slots=True)

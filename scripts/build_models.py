@@ -97,10 +97,22 @@ _EMBEDDER_NOTES: dict[Quantization, str] = {
 MEDIAPIPE_MODELS: tuple[tuple[str, str, str, int, float, float], ...] = (
     # id, role, path in the wheel, input side, mean, scale (Mediapipe's ImageToTensorCalculator ranges:
     # detectors [-1, 1], face mesh [0, 1])
-    ("blazeface_short", "detector", "mediapipe/modules/face_detection/face_detection_short_range.tflite",
-     128, 127.5, 1.0 / 127.5),
-    ("blazeface_full", "detector", "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
-     192, 127.5, 1.0 / 127.5),
+    (
+        "blazeface_short",
+        "detector",
+        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        128,
+        127.5,
+        1.0 / 127.5,
+    ),
+    (
+        "blazeface_full",
+        "detector",
+        "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+        192,
+        127.5,
+        1.0 / 127.5,
+    ),
     ("facemesh", "landmarker", "mediapipe/modules/face_landmark/face_landmark.tflite", 192, 0.0, 1.0 / 255.0),
 )
 
@@ -127,8 +139,10 @@ def dump_dlib_net(workdir: Path) -> DlibNet:
     # libdlib.so carries its own blas/lapack/png/jpeg links; Debian's dlib-1.pc names .so files that
     # only the -dev packages of those libraries provide, so it is not used.
     _LOGGER.info("compiling %s (about a minute)", SCRIPTS / "dlib_net_to_xml.cpp")
-    _run(["g++", "-O1", "-std=c++14", str(SCRIPTS / "dlib_net_to_xml.cpp"), "-o", str(exe), "-ldlib", "-lpthread"],
-         "compiling the dlib dumper (apt-get install libdlib-dev g++)")
+    _run(
+        ["g++", "-O1", "-std=c++14", str(SCRIPTS / "dlib_net_to_xml.cpp"), "-o", str(exe), "-ldlib", "-lpthread"],
+        "compiling the dlib dumper (apt-get install libdlib-dev g++)",
+    )
     _run([str(exe), str(model_file(DLIB_MODEL)), str(xml)], "dumping the dlib network")
     return parse_net_xml(xml)
 
@@ -159,8 +173,12 @@ def make_chips(mean: tuple[float, float, float]) -> Chips:
     base = np.stack([reference.chip(face) for face in faces])
     calibration = np.concatenate([base, augment(base, CALIBRATION_PER_FACE, CALIBRATION_SEED)])
     check = np.concatenate([base, augment(base, CHECK_PER_FACE, CHECK_SEED)])
-    _LOGGER.info("%d faces -> %d calibration and %d check chips; dlib descriptors of the check chips",
-                 len(faces), len(calibration), len(check))
+    _LOGGER.info(
+        "%d faces -> %d calibration and %d check chips; dlib descriptors of the check chips",
+        len(faces),
+        len(calibration),
+        len(check),
+    )
     landmarks = reference.landmarks_on_chips(base)
     return Chips(
         calibration=normalise(calibration, mean),
@@ -183,8 +201,22 @@ def mediapipe_files() -> dict[str, bytes]:
         pass
     with tempfile.TemporaryDirectory(prefix="edgeface-mediapipe-") as tmp:
         _LOGGER.info("downloading the mediapipe==%s wheel for its model files", MEDIAPIPE_VERSION)
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-              "-d", tmp, f"mediapipe=={MEDIAPIPE_VERSION}"], "downloading mediapipe")
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                tmp,
+                f"mediapipe=={MEDIAPIPE_VERSION}",
+            ],
+            "downloading mediapipe",
+        )
         (wheel,) = Path(tmp).glob("mediapipe-*.whl")
         with zipfile.ZipFile(wheel) as archive:
             return {path: archive.read(path) for path in wanted}
@@ -197,8 +229,15 @@ def _embedder_entry(model_id: str, file: str, data: bytes, quantization: Quantiz
         "file": file,
         "sha256": _sha256(data),
         "bytes": len(data),
-        "input": {"width": CHIP_SIZE, "height": CHIP_SIZE, "channels": 3, "color": "rgb", "dtype": "float32",
-                  "mean": [round(m, 3) for m in net.mean_rgb], "scale": INPUT_SCALE},
+        "input": {
+            "width": CHIP_SIZE,
+            "height": CHIP_SIZE,
+            "channels": 3,
+            "color": "rgb",
+            "dtype": "float32",
+            "mean": [round(m, 3) for m in net.mean_rgb],
+            "scale": INPUT_SCALE,
+        },
         "alignment": {"size": CHIP_SIZE, "template": [[round(float(v), 2) for v in p] for p in chip_template()]},
         "output": {"size": 128, "normalise": True},
         "metric": "cosine",
@@ -215,14 +254,27 @@ def _mediapipe_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
     entries = []
     for model_id, role, path, side, mean, scale in MEDIAPIPE_MODELS:
         data = files[path]
-        entries.append({
-            "id": model_id, "role": role, "file": Path(path).name, "sha256": _sha256(data), "bytes": len(data),
-            "input": {"width": side, "height": side, "channels": 3, "color": "rgb", "dtype": "float32",
-                      "mean": [mean] * 3, "scale": scale},
-            "licence": "Apache-2.0",
-            "source": {"package": "mediapipe", "version": MEDIAPIPE_VERSION, "file": path},
-            "build": "copied by python scripts/build_models.py",
-        })
+        entries.append(
+            {
+                "id": model_id,
+                "role": role,
+                "file": Path(path).name,
+                "sha256": _sha256(data),
+                "bytes": len(data),
+                "input": {
+                    "width": side,
+                    "height": side,
+                    "channels": 3,
+                    "color": "rgb",
+                    "dtype": "float32",
+                    "mean": [mean] * 3,
+                    "scale": scale,
+                },
+                "licence": "Apache-2.0",
+                "source": {"package": "mediapipe", "version": MEDIAPIPE_VERSION, "file": path},
+                "build": "copied by python scripts/build_models.py",
+            }
+        )
     return entries
 
 
@@ -321,8 +373,13 @@ def compare(new: Build, out: Path) -> bool:
         elif name.endswith(".tflite") and name.startswith("dlib_resnet"):
             cos = cosine(run(existing.read_bytes(), new.chips.check), run(data, new.chips.check))
             ok = bool(cos.min() >= 0.9999)
-            _LOGGER.log(logging.INFO if ok else logging.ERROR,
-                        "%s: bytes differ; outputs agree to cosine min %.6f on %d chips", name, cos.min(), len(cos))
+            _LOGGER.log(
+                logging.INFO if ok else logging.ERROR,
+                "%s: bytes differ; outputs agree to cosine min %.6f on %d chips",
+                name,
+                cos.min(),
+                len(cos),
+            )
             same &= ok
         else:
             _LOGGER.warning("%s: bytes differ", name)
@@ -354,9 +411,13 @@ def main(argv: list[str] | None = None) -> int:
             _LOGGER.error("%s", exc)
             return 1
     deviation = np.abs(result.chips.template_measured - chip_template()).max()
-    _LOGGER.info("template: dlib's target %s; landmarks re-detected on %d chips average %s (max deviation %.2f px)",
-                 chip_template().round(2).tolist(), result.chips.template_chips,
-                 result.chips.template_measured.round(2).tolist(), deviation)
+    _LOGGER.info(
+        "template: dlib's target %s; landmarks re-detected on %d chips average %s (max deviation %.2f px)",
+        chip_template().round(2).tolist(),
+        result.chips.template_chips,
+        result.chips.template_measured.round(2).tolist(),
+        deviation,
+    )
     if args.check:
         same = compare(result, args.out)
         _LOGGER.info("check: %s", "models/ matches a fresh build" if same else "models/ differs from a fresh build")

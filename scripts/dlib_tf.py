@@ -64,8 +64,11 @@ def _pad_to(x: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
 
 
 def _add_prev(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    shape = (max(int(a.shape[1]), int(b.shape[1])), max(int(a.shape[2]), int(b.shape[2])),
-             max(int(a.shape[3]), int(b.shape[3])))
+    shape = (
+        max(int(a.shape[1]), int(b.shape[1])),
+        max(int(a.shape[2]), int(b.shape[2])),
+        max(int(a.shape[3]), int(b.shape[3])),
+    )
     return _pad_to(a, shape) + _pad_to(b, shape)
 
 

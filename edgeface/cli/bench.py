@@ -117,6 +117,11 @@ def _register_eval(sub: Any) -> None:
         help="print the threshold reaching this false accept rate (repeatable), e.g. 1e-3",
     )
     parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="derive match/unknown thresholds and margin for a door (FAR 1e-3) from every pair of the set's photos",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         help="keep each image's vector in this folder and reuse it while the pipeline is unchanged",
@@ -154,7 +159,14 @@ def _eval(args: argparse.Namespace) -> int:
     model_ids = args.models or default_models(vision.models_dir)
     encoders = create_encoders(vision, model_ids)
     reports = [
-        evaluation.evaluate(e, dataset, show_progress=not args.quiet, cache_dir=args.cache, target_fars=args.target_far)
+        evaluation.evaluate(
+            e,
+            dataset,
+            show_progress=not args.quiet,
+            cache_dir=args.cache,
+            target_fars=args.target_far,
+            calibration=args.calibrate,
+        )
         for e in encoders
     ]
     kind = "pairs" if isinstance(dataset, PairSet) else "folder per person"

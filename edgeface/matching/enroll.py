@@ -77,6 +77,13 @@ class EnrollmentGate:
 
     def check(self, quality: Quality, where: str) -> None:
         """Raise ``low_quality`` naming the first failed measure, its value and the limit."""
+        if quality.aligned_by != "landmarks":
+            # A reference sample is compared with every future face: it must be the best chip we can make.
+            raise CommandError(
+                "low_quality",
+                f"{where}: the face landmarks could not be found (the chip would be aligned on the detector's "
+                "keypoints only); use a sharper, frontal, unobstructed photo",
+            )
         if quality.face_px < self.min_face_px:
             raise CommandError(
                 "low_quality",

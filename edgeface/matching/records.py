@@ -12,7 +12,7 @@ from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
-from edgeface.data import FloatArray, Quality
+from edgeface.data import AlignedBy, FloatArray, Quality
 from edgeface.errors import CommandError
 
 SampleKind = Literal["positive", "negative"]
@@ -25,6 +25,7 @@ MAX_METADATA_BYTES = 16 * 1024
 ID_HEX_DIGITS = 16
 _QUALITY_FIELDS = ("face_px", "sharpness", "yaw", "pitch")
 _KINDS = frozenset(get_args(SampleKind))
+_ALIGNED_BY = frozenset(get_args(AlignedBy))
 _SOURCES = frozenset(get_args(SampleSource))
 # One reusable encoder: json.dumps builds a new encoder per call, which dominated loading 100k persons.
 _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False)
@@ -126,9 +127,11 @@ class SampleRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The form used in replies and inside the database file."""
-        quality = None
+        quality: dict[str, Any] | None = None
         if self.quality is not None:
             quality = {key: round(float(getattr(self.quality, key)), 3) for key in _QUALITY_FIELDS}
+            if self.quality.aligned_by != "landmarks":  # the usual case stays implicit: older readers, short replies
+                quality["aligned_by"] = self.quality.aligned_by
         return {
             "id": self.id,
             "kind": self.kind,
@@ -145,7 +148,13 @@ class SampleRecord:
         if kind not in _KINDS or source not in _SOURCES:
             raise ValueError(f"sample {raw['id']!r}: bad kind {kind!r} or source {source!r}")
         q = raw["quality"]
-        quality = None if q is None else Quality(**{key: float(q[key]) for key in _QUALITY_FIELDS})
+        quality = None
+        if q is not None:
+            # Databases written before keypoint alignment existed have no "aligned_by": landmarks then.
+            aligned_by = q.get("aligned_by", "landmarks")
+            if aligned_by not in _ALIGNED_BY:
+                raise ValueError(f"sample {raw['id']!r}: bad quality.aligned_by {aligned_by!r}")
+            quality = Quality(**{key: float(q[key]) for key in _QUALITY_FIELDS}, aligned_by=aligned_by)
         return cls(
             id=str(raw["id"]),
             kind=cast(SampleKind, kind),

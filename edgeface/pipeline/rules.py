@@ -14,15 +14,20 @@ import numpy as np
 from edgeface.config import DecisionConfig
 from edgeface.data import FloatArray, Match, Quality, Reason, Status
 
-# Width of the "uncertain" band below the match threshold when unknown_threshold is not set:
-# about one standard deviation of same-person similarity for the dlib/ArcFace-class models we ship.
+# Width of the "uncertain" band below the match threshold, and the lead over the second-best person,
+# for an embedder whose manifest entry carries no calibrated values (the shipped ones do: see
+# docs/accuracy.md); about one standard deviation of same-person similarity for dlib/ArcFace-class models.
 DEFAULT_UNCERTAIN_BAND = 0.05
+DEFAULT_MARGIN = 0.04
 # Fusion weights saturate here: a face this large and this sharp is as good as the model can use
 # (the embedder's chip is 150 px); smaller or softer faces count for proportionally less.
 FULL_WEIGHT_FACE_PX = 112.0
 FULL_WEIGHT_SHARPNESS = 100.0
 # Even the worst face that passed the gates keeps some say, so one good vote cannot be outvoted by zero.
 MIN_WEIGHT = 0.05
+# A chip aligned on the detector's keypoints (FaceMesh rejected the face) is a less exact chip: it
+# counts for half a landmark-aligned one of the same size and sharpness when a track's votes are fused.
+KEYPOINT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +39,15 @@ class Thresholds:
     margin: float
 
     @classmethod
-    def resolve(cls, config: DecisionConfig, model_default: float) -> Thresholds:
-        """Fill unset thresholds from the embedder's manifest default."""
+    def resolve(
+        cls, config: DecisionConfig, model_default: float, *, band: float | None = None, margin: float | None = None
+    ) -> Thresholds:
+        """Fill unset settings from the embedder's manifest: threshold, uncertain band, margin."""
         match = config.match_threshold if config.match_threshold is not None else model_default
-        unknown = config.unknown_threshold if config.unknown_threshold is not None else match - DEFAULT_UNCERTAIN_BAND
-        return cls(match=match, unknown=min(unknown, match), margin=config.margin)
+        width = band if band is not None else DEFAULT_UNCERTAIN_BAND
+        unknown = config.unknown_threshold if config.unknown_threshold is not None else match - width
+        lead = config.margin if config.margin is not None else margin if margin is not None else DEFAULT_MARGIN
+        return cls(match=match, unknown=min(unknown, match), margin=lead)
 
 
 def classify(match: Match, th: Thresholds) -> tuple[Status, Reason]:
@@ -74,7 +83,8 @@ def sample_weight(quality: Quality) -> float:
     sharp = min(1.0, quality.sharpness / FULL_WEIGHT_SHARPNESS)
     # NaN yaw (no landmarks) says nothing about pose: no penalty.
     pose = math.cos(math.radians(min(abs(quality.yaw), 80.0))) if math.isfinite(quality.yaw) else 1.0
-    return max(MIN_WEIGHT, size * sharp * pose)
+    aligned = KEYPOINT_WEIGHT if quality.aligned_by == "keypoints" else 1.0
+    return max(MIN_WEIGHT, size * sharp * pose * aligned)
 
 
 def fuse(vectors: FloatArray, weights: Sequence[float]) -> FloatArray:

@@ -134,7 +134,9 @@ class Pipeline:
         self.stop_event = stop or threading.Event()
         self.drained = threading.Event()
         self._on_source_state = on_source_state
-        self.thresholds = Thresholds.resolve(dec, embedder.default_threshold)
+        self.thresholds = Thresholds.resolve(
+            dec, embedder.default_threshold, band=embedder.uncertain_band, margin=embedder.default_margin
+        )
         lookup = snapshot_lookup(snapshot_provider, dec.top_k, metadata_provider)
         self.decider = Decider(
             dec, self.thresholds, lookup, liveness=liveness, spool=spool, unknown_snapshots=unknown_snapshots

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from edgeface.data import (
+    AlignedBy,
     BBox,
     Decision,
     Detection,
@@ -31,7 +32,6 @@ from edgeface.pipeline.capture import END, Captured, EndOfStream
 from edgeface.pipeline.decide import Decider, PresenceChange
 from edgeface.pipeline.queues import DropQueue, RateMeter, RollingStats
 from edgeface.pipeline.tracker import SceneCutDetector, Track, Tracker
-from edgeface.vision.landmarks import five_points
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,7 +56,12 @@ class Landmarker(Protocol):
 
 
 class Aligner(Protocol):
-    def align(self, image_bgr: ImageArray, points5: FloatArray) -> ImageArray: ...
+    @property
+    def keypoint_fallback(self) -> bool:
+        """Whether a face without landmarks is aligned on its detector keypoints."""
+        ...
+
+    def align_face(self, image_bgr: ImageArray, face: Face) -> tuple[ImageArray, AlignedBy] | None: ...
 
 
 class PassiveScorer(Protocol):
@@ -74,12 +79,18 @@ class Embedder(Protocol):
     @property
     def default_threshold(self) -> float: ...
 
+    @property
+    def uncertain_band(self) -> float | None: ...
+
+    @property
+    def default_margin(self) -> float | None: ...
+
     def embed(self, chips: Sequence[ImageArray]) -> FloatArray:
         """(N, D) L2-normalised float32 embeddings of aligned chips."""
         ...
 
 
-QualityMeasure = Callable[[Detection, Landmarks, ImageArray], Quality]
+QualityMeasure = Callable[[Detection, Landmarks | None, ImageArray], Quality]
 
 
 # --- items handed between stages --------------------------------------------------------------
@@ -261,14 +272,17 @@ class EmbedStage(_Stage[Tracked]):
         ready: list[tuple[Track, ImageArray, Quality]] = []
         for track in item.tracks:
             face = track.face
-            if face is None or face.landmarks is None:
+            if face is None or (face.landmarks is None and not self.aligner.keypoint_fallback):
                 continue  # no landmarks, no alignment: wait for a better frame
             if not self.decider.claim_embedding(track.track_id, now):
                 continue
             if self.decider.too_small(track.bbox):
                 rejected.append((track, "too_small"))  # not worth aligning
                 continue
-            chip = self.aligner.align(image, five_points(face.landmarks))
+            aligned = self.aligner.align_face(image, face)
+            if aligned is None:
+                continue
+            chip = aligned[0]
             quality = self.measure(face.detection, face.landmarks, chip)
             reason = self.decider.gate(quality)
             if reason is not None:

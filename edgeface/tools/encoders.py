@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from edgeface import vision as vision_package
 from edgeface.config import VisionConfig
-from edgeface.data import BBox, FloatArray, ImageArray
+from edgeface.data import AlignedBy, BBox, FloatArray, ImageArray
 from edgeface.errors import ModelError
 from edgeface.tools import embcache, metrics, reference
 from edgeface.vision.manifest import load_manifest
@@ -32,6 +32,7 @@ class EncodedFace:
 
     bbox: BBox
     vector: FloatArray | None
+    aligned_by: AlignedBy | None = None  # edgeface's faces only
 
 
 class FaceEncoder(Protocol):
@@ -90,8 +91,11 @@ class EdgefaceEncoder:
         # The analyzer's steps rather than analyze(): a face FaceMesh rejects still counts as found.
         faces = self.analyzer.locate(image)
         aligned = self.analyzer.align(image, faces)
-        vectors = {id(a.face): e.vector for a, e in zip(aligned, self.analyzer.embed(aligned), strict=True)}
-        return [EncodedFace(f.detection.bbox, vectors.get(id(f))) for f in faces]
+        done = {
+            id(a.face): (e.vector, a.quality.aligned_by)
+            for a, e in zip(aligned, self.analyzer.embed(aligned), strict=True)
+        }
+        return [EncodedFace(f.detection.bbox, *done.get(id(f), (None, None))) for f in faces]
 
 
 class ReferenceEncoder:
@@ -140,6 +144,6 @@ def create_encoders(vision: VisionConfig, model_ids: Sequence[str]) -> list[Face
 
 
 def largest(faces: Sequence[EncodedFace]) -> EncodedFace | None:
-    """The largest described face: the subject of a portrait, as enrollment picks it."""
+    """The subject of a portrait, as enrollment picks it: the largest described face, landmark-aligned first."""
     described = [f for f in faces if f.vector is not None]
-    return max(described, key=lambda f: f.bbox.width * f.bbox.height, default=None)
+    return max(described, key=lambda f: (f.aligned_by != "keypoints", f.bbox.width * f.bbox.height), default=None)

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from edgeface.data import FloatArray
 from edgeface.errors import EdgefaceError
 from edgeface.tools import metrics
+from edgeface.tools.calibrate import Calibration, calibrate, format_calibration
 from edgeface.tools.dataset import PairSet, PersonSet
 from edgeface.tools.embcache import CachedImage, EmbeddingCache
 from edgeface.tools.encoders import FaceEncoder, largest, score_matrix
@@ -79,6 +80,7 @@ class ModelReport:
     best_interval: tuple[float, float] = (0.0, 0.0)  # (low, high]: thresholds deciding as ``best``
     target_far: list[metrics.FarThreshold] = field(default_factory=list)
     kfold: metrics.KFold | None = None
+    calibration: Calibration | None = None
     cached_images: int = 0
     hardest: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
     rank1: float | None = None
@@ -183,6 +185,7 @@ def evaluate(
     show_progress: bool = True,
     cache_dir: Path | None = None,
     target_fars: Sequence[float] = (),
+    calibration: bool = False,
 ) -> ModelReport:
     """Encode the set's images with ``encoder`` (reusing ``cache_dir``'s vectors) and compute every metric."""
     images = dataset.images
@@ -224,6 +227,9 @@ def evaluate(
     folds = dataset.folds if isinstance(dataset, PairSet) else None
     if folds is not None:
         report.kfold = metrics.kfold_accuracy(scores, same, folds)
+    if calibration:
+        labels = dataset.labels() if isinstance(dataset, PersonSet) else [p.parent.name for p in images]
+        report.calibration = calibrate(full, labels)
     if isinstance(dataset, PersonSet):
         _identify(report, dataset, full)
     return report
@@ -302,7 +308,7 @@ def format_table(reports: Sequence[ModelReport]) -> str:
 
 def _protocol_lines(r: ModelReport) -> list[str]:
     """The k-fold figure and each target FAR's threshold, as report notes."""
-    lines = []
+    lines = format_calibration(r.model_id, r.calibration) if r.calibration is not None else []
     if r.kfold is not None:
         per_fold = " ".join(f"{f.accuracy:.4f}" for f in r.kfold.folds)
         lines.append(

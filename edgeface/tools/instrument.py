@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from edgeface.data import Detection, FloatArray, ImageArray, Landmarks, Quality
+from edgeface.data import AlignedBy, Detection, Face, FloatArray, ImageArray, Landmarks, Quality
 from edgeface.pipeline.stages import Aligner, Detector, Embedder, Landmarker, QualityMeasure
 from edgeface.sources.base import FrameSource
 from edgeface.tools import metrics
@@ -113,10 +113,14 @@ class TimedAligner:
     def __init__(self, inner: Aligner, times: StageTimes) -> None:
         self.inner, self.times = inner, times
 
-    def align(self, image_bgr: ImageArray, points5: FloatArray) -> ImageArray:
+    @property
+    def keypoint_fallback(self) -> bool:
+        return self.inner.keypoint_fallback
+
+    def align_face(self, image_bgr: ImageArray, face: Face) -> tuple[ImageArray, AlignedBy] | None:
         started = time.perf_counter()
         try:
-            return self.inner.align(image_bgr, points5)
+            return self.inner.align_face(image_bgr, face)
         finally:
             self.times.add("align", started)
 
@@ -136,6 +140,14 @@ class TimedEmbedder:
     def default_threshold(self) -> float:
         return self.inner.default_threshold
 
+    @property
+    def uncertain_band(self) -> float | None:
+        return self.inner.uncertain_band
+
+    @property
+    def default_margin(self) -> float | None:
+        return self.inner.default_margin
+
     def embed(self, chips: Sequence[ImageArray]) -> FloatArray:
         started = time.perf_counter()
         try:
@@ -149,7 +161,7 @@ class TimedEmbedder:
 def timed_measure(inner: QualityMeasure, times: StageTimes) -> QualityMeasure:
     """The quality measurement (sharpness, pose) with its time recorded."""
 
-    def measure(detection: Detection, landmarks: Landmarks, chip: ImageArray) -> Quality:
+    def measure(detection: Detection, landmarks: Landmarks | None, chip: ImageArray) -> Quality:
         started = time.perf_counter()
         try:
             return inner(detection, landmarks, chip)

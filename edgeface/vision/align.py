@@ -1,9 +1,4 @@
-"""Geometry shared by the vision stages: Mediapipe-style rotated crops and dlib-style face chips.
-
-``warp_rect`` reproduces Mediapipe's ImageToTensorCalculator (OpenCV path): the corners of a rotated
-rectangle are mapped onto the tensor's edges with ``getPerspectiveTransform`` and resampled
-bilinearly by ``warpPerspective``. Building the matrix the same way matters: ``warpAffine`` with the
-mathematically equal matrix rounds differently and moves BlazeFace scores by up to 0.01.
+"""dlib-style face chips: a similarity from the embedder's template onto a face's points, then a warp.
 
 ``Aligner`` reproduces dlib's ``get_face_chip`` (the chips the dlib ResNet was trained on): a
 least-squares similarity from the template to the five image points, a 2x image pyramid when
@@ -21,36 +16,17 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edgeface.data import FloatArray, ImageArray
+from edgeface.data import AlignedBy, Face, FloatArray, ImageArray
 from edgeface.errors import ImageError
 from edgeface.vision.imageio import ensure_bgr
+from edgeface.vision.keypoints import FALLBACK_MIN_SCORE, KEYPOINT_TEMPLATE, REFERENCE_TEMPLATE, used_keypoints
+from edgeface.vision.landmarks import five_points
 
 F64 = npt.NDArray[np.float64]
 
 # Pixels kept around the chip's footprint before building the pyramid: the 5-tap pyrDown filter
 # reaches 2 pixels per level, so the crop must not cut into what the filter sees.
 PYRAMID_MARGIN = 8
-
-
-def warp_rect(
-    image: ImageArray,
-    centre: tuple[float, float],
-    side: float,
-    angle: float,
-    size: int,
-    *,
-    border: int = cv2.BORDER_REPLICATE,
-) -> tuple[ImageArray, F64]:
-    """Resample the square of ``side`` pixels around ``centre``, rotated by ``angle`` radians, to ``size``².
-
-    Returns the crop and the 3x3 matrix mapping frame pixels to crop pixels. A positive angle
-    turns the crop's x axis clockwise on screen (y down), Mediapipe's convention for ROIs.
-    """
-    corners = cv2.boxPoints(((float(centre[0]), float(centre[1])), (float(side), float(side)), math.degrees(angle)))
-    target = np.array([[0, size], [0, 0], [size, 0], [size, size]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
-    crop = cv2.warpPerspective(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
-    return np.asarray(crop, dtype=np.uint8), np.asarray(matrix, dtype=np.float64)
 
 
 def similarity(source: F64 | FloatArray, target: F64 | FloatArray) -> F64:
@@ -77,9 +53,20 @@ def similarity(source: F64 | FloatArray, target: F64 | FloatArray) -> F64:
 
 
 class Aligner:
-    """Warps a face to a ``size``² chip by its five points (order: the manifest template's)."""
+    """Warps a face to a ``size``² chip by its five points (order: the manifest template's).
 
-    def __init__(self, template: FloatArray | F64, size: int) -> None:
+    With ``keypoint_fallback`` a face without landmarks is aligned on its detector keypoints instead
+    (``vision.keypoints``); its quality then says ``aligned_by="keypoints"``.
+    """
+
+    def __init__(
+        self,
+        template: FloatArray | F64,
+        size: int,
+        *,
+        keypoint_fallback: bool = True,
+        fallback_min_score: float = FALLBACK_MIN_SCORE,
+    ) -> None:
         points = np.asarray(template, dtype=np.float64)
         if points.shape != (5, 2) or not np.isfinite(points).all():
             raise ValueError(f"alignment template must be five finite (x, y) points, got shape {points.shape}")
@@ -87,6 +74,11 @@ class Aligner:
             raise ValueError(f"chip size {size} is too small")
         self.template = points
         self.size = int(size)
+        self.keypoint_fallback = keypoint_fallback
+        self.fallback_min_score = fallback_min_score
+        # The keypoints' template, carried from dlib's chip (where it was measured) into this one.
+        to_chip = similarity(REFERENCE_TEMPLATE, points)
+        self.keypoint_template: F64 = KEYPOINT_TEMPLATE @ to_chip[:, :2].T + to_chip[:, 2]
 
     def _chip_to_image(self, points5: FloatArray | F64) -> F64:
         pts = np.asarray(points5, dtype=np.float64)
@@ -103,8 +95,28 @@ class Aligner:
 
     def align(self, image_bgr: ImageArray, points5: FloatArray | F64) -> ImageArray:
         """The ``size``² BGR chip; parts of the chip outside the image are black (as in dlib)."""
-        image = ensure_bgr(image_bgr)
-        forward = self._chip_to_image(points5)
+        return self._warp(ensure_bgr(image_bgr), self._chip_to_image(points5))
+
+    def align_keypoints(self, image_bgr: ImageArray, keypoints: FloatArray) -> ImageArray:
+        """The chip of a face aligned on its six BlazeFace keypoints (the lower-quality fallback)."""
+        points = used_keypoints(keypoints)
+        if not np.isfinite(points).all():
+            raise ImageError(f"keypoint alignment needs finite keypoints, got {points.tolist()}")
+        return self._warp(ensure_bgr(image_bgr), similarity(self.keypoint_template, points))
+
+    def align_face(self, image_bgr: ImageArray, face: Face) -> tuple[ImageArray, AlignedBy] | None:
+        """The chip of a face and what it was aligned on.
+
+        None for a face without landmarks when the fallback is off or the detection is too unsure
+        (``fallback_min_score``): FaceMesh's rejection is then taken as "not a face".
+        """
+        if face.landmarks is not None:
+            return self.align(image_bgr, five_points(face.landmarks)), "landmarks"
+        if not self.keypoint_fallback or face.detection.score < self.fallback_min_score:
+            return None
+        return self.align_keypoints(image_bgr, face.detection.keypoints), "keypoints"
+
+    def _warp(self, image: ImageArray, forward: F64) -> ImageArray:
         n = self.size
         scale = float(np.hypot(forward[0, 0], forward[1, 0]))  # image pixels per chip pixel
         levels = 0

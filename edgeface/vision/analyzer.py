@@ -20,7 +20,7 @@ from edgeface.vision.align import Aligner
 from edgeface.vision.detect import Detector, create_detector
 from edgeface.vision.embed import Embedder
 from edgeface.vision.imageio import ensure_bgr
-from edgeface.vision.landmarks import Landmarker, create_landmarker, five_points
+from edgeface.vision.landmarks import Landmarker, create_landmarker
 from edgeface.vision.quality import measure
 
 
@@ -42,8 +42,10 @@ class AnalyzedFace:
     embedding: Embedding
 
 
-def _area(face: Face) -> float:
-    return face.detection.bbox.width * face.detection.bbox.height
+def _rank(aligned: AlignedFace) -> tuple[bool, float]:
+    """Sort key, best subject first: landmark-aligned faces before keypoint-aligned ones, then larger."""
+    box = aligned.face.detection.bbox
+    return aligned.quality.aligned_by != "landmarks", -box.width * box.height
 
 
 class FaceAnalyzer:
@@ -75,7 +77,13 @@ class FaceAnalyzer:
             stack.callback(detector.close)
             landmarker = create_landmarker(vision.backend, vision.models_dir, vision.threads)
             stack.callback(landmarker.close)
-            analyzer = cls(detector, landmarker, Aligner(embedder.template, embedder.chip_size), embedder)
+            aligner = Aligner(
+                embedder.template,
+                embedder.chip_size,
+                keypoint_fallback=vision.keypoint_fallback,
+                fallback_min_score=vision.keypoint_fallback_min_score,
+            )
+            analyzer = cls(detector, landmarker, aligner, embedder)
             stack.pop_all()  # success: the analyzer owns them now
         return analyzer
 
@@ -89,13 +97,18 @@ class FaceAnalyzer:
         return [Face(d, self.landmarker.landmarks(image, d)) for d in self.detector.detect(image)]
 
     def align(self, image_bgr: ImageArray, faces: Sequence[Face]) -> list[AlignedFace]:
-        """Chip and quality of each face that has landmarks, in input order; the others are skipped."""
+        """Chip and quality of each face, in input order.
+
+        A face without landmarks is aligned on its detector keypoints (quality ``aligned_by="keypoints"``),
+        or skipped when ``vision.keypoint_fallback`` is off.
+        """
         image = ensure_bgr(image_bgr)
         out = []
         for face in faces:
-            if face.landmarks is None:
+            aligned = self.aligner.align_face(image, face)
+            if aligned is None:
                 continue
-            chip = self.aligner.align(image, five_points(face.landmarks))
+            chip = aligned[0]
             out.append(AlignedFace(face, chip, measure(face.detection, face.landmarks, chip)))
         return out
 
@@ -106,8 +119,8 @@ class FaceAnalyzer:
         return [Embedding(v, model_id, a.quality) for v, a in zip(vectors, aligned, strict=True)]
 
     def analyze(self, image_bgr: ImageArray) -> list[AnalyzedFace]:
-        """Every face of a still image with landmarks, largest first, with chip and embedding."""
-        aligned = sorted(self.align(image_bgr, self.locate(image_bgr)), key=lambda a: -_area(a.face))
+        """Every aligned face of a still image with chip and embedding: landmark-aligned first, then by size."""
+        aligned = sorted(self.align(image_bgr, self.locate(image_bgr)), key=_rank)
         return [AnalyzedFace(a.face, a.chip, e) for a, e in zip(aligned, self.embed(aligned), strict=True)]
 
     def close(self) -> None:

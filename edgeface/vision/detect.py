@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeface.data import BBox, Detection, FloatArray, ImageArray
 from edgeface.errors import ModelError
-from edgeface.vision.align import warp_rect
+from edgeface.vision.crop import warp_rect
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.manifest import ModelSpec, load_manifest
 from edgeface.vision.runtime import TFLiteModel

@@ -95,6 +95,16 @@ class Embedder:
         return float(self._spec.default_threshold)
 
     @property
+    def uncertain_band(self) -> float | None:
+        """The manifest's calibrated width of the "uncertain" band below the threshold, if any."""
+        return self._spec.uncertain_band
+
+    @property
+    def default_margin(self) -> float | None:
+        """The manifest's calibrated lead over the second-best person, if any."""
+        return self._spec.margin
+
+    @property
     def template(self) -> FloatArray:
         """(5, 2) alignment template in chip pixels, for :class:`edgeface.vision.align.Aligner`."""
         return self._template.copy()

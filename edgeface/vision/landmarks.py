@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeface.data import Detection, FloatArray, ImageArray, Landmarks
 from edgeface.errors import ModelError
-from edgeface.vision.align import warp_rect
+from edgeface.vision.crop import warp_rect
 from edgeface.vision.detect import Backend
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.manifest import load_manifest

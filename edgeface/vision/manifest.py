@@ -75,6 +75,12 @@ class ModelSpec(_Entry):
     classes: tuple[str, ...] | None = None
     metric: Literal["cosine"] | None = None
     default_threshold: float | None = Field(None, ge=-1, le=1)
+    # How default_threshold was chosen (data set, rule, figures), so that a user can judge and redo it.
+    threshold_source: str | None = None
+    # Width of the "uncertain" band below the threshold, and the lead over the second-best person a
+    # match needs; calibrated with the threshold (``edgeface eval --calibrate``). Unset: generic defaults.
+    uncertain_band: float | None = Field(None, ge=0, le=2)
+    margin: float | None = Field(None, ge=0, le=2)
     quantization: str | None = None
     licence: str
     source: SourceSpec | None = None

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeface.data import BBox, Detection, ImageArray, Landmarks
 from edgeface.errors import ModelError
-from edgeface.vision.align import warp_rect
+from edgeface.vision.crop import warp_rect
 from edgeface.vision.detect import Range
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.landmarks import NUM_POINTS

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edgeface.data import Detection, ImageArray, Landmarks, Quality
+from edgeface.vision.keypoints import keypoint_yaw
 
 # Across the face: subject's left minus subject's right, eye outer corners and mouth corners.
 _LEFT = (263, 291)
@@ -55,6 +56,14 @@ def face_size(detection: Detection) -> float:
 
 
 def measure(detection: Detection, landmarks: Landmarks | None, chip: ImageArray) -> Quality:
-    """All quality measurements of one face; pose is NaN when there are no landmarks."""
-    yaw, pitch = head_pose(landmarks) if landmarks is not None else (math.nan, math.nan)
-    return Quality(face_px=face_size(detection), sharpness=sharpness(chip), yaw=yaw, pitch=pitch)
+    """All quality measurements of one face.
+
+    Without landmarks the chip was aligned on the detector's keypoints: yaw is estimated from them
+    (``keypoints.keypoint_yaw``), pitch is NaN, and the quality says ``aligned_by="keypoints"``.
+    """
+    size, sharp = face_size(detection), sharpness(chip)
+    if landmarks is None:
+        yaw = keypoint_yaw(detection.keypoints)
+        return Quality(face_px=size, sharpness=sharp, yaw=yaw, pitch=math.nan, aligned_by="keypoints")
+    yaw, pitch = head_pose(landmarks)
+    return Quality(face_px=size, sharpness=sharp, yaw=yaw, pitch=pitch)

@@ -29,7 +29,7 @@ from edgeface.data import (
 )
 from edgeface.liveness.policy import LivenessPolicy, NoLiveness, TrackHistory
 from edgeface.pipeline.decide import Decider, LookupResult, Outcome
-from edgeface.pipeline.rules import Thresholds, classify, fuse, gate, sample_weight
+from edgeface.pipeline.rules import DEFAULT_MARGIN, Thresholds, classify, fuse, gate, sample_weight
 from edgeface.pipeline.tracker import Track
 
 DIM = 8
@@ -171,7 +171,10 @@ def test_classify(match: Match, expected: tuple[str, str]) -> None:
 
 def test_thresholds_resolve_from_model_default() -> None:
     th = Thresholds.resolve(DecisionConfig(), 0.9)
-    assert th.match == 0.9 and th.unknown == pytest.approx(0.85) and th.margin == DecisionConfig().margin
+    assert th.match == 0.9 and th.unknown == pytest.approx(0.85) and th.margin == DEFAULT_MARGIN
+    th = Thresholds.resolve(DecisionConfig(), 0.9, band=0.02, margin=0.01)  # the manifest's calibrated values
+    assert (th.match, th.unknown, th.margin) == (0.9, pytest.approx(0.88), 0.01)
+    assert Thresholds.resolve(DecisionConfig(margin=0.1), 0.9, margin=0.01).margin == 0.1
     th = Thresholds.resolve(DecisionConfig(match_threshold=0.8, unknown_threshold=0.6), 0.9)
     assert (th.match, th.unknown) == (0.8, 0.6)
     assert Thresholds.resolve(DecisionConfig(unknown_threshold=0.95), 0.9).unknown == 0.9

@@ -21,6 +21,7 @@ from edgeface.config import VisionConfig
 from edgeface.data import Face
 from edgeface.errors import ImageError, ModelError
 from edgeface.tools import metrics
+from edgeface.vision.align import Aligner
 from edgeface.vision.analyzer import AnalyzedFace, FaceAnalyzer
 from edgeface.vision.imageio import load_image
 from edgeface.vision.manifest import load_manifest
@@ -86,16 +87,35 @@ def test_two_people_come_largest_first_and_stay_apart(
 def test_live_steps_give_what_analyze_gives(analyzer: FaceAnalyzer, two_faces: np.ndarray) -> None:
     faces = analyzer.locate(two_faces)
     assert all(isinstance(f, Face) for f in faces)
-    # A face whose landmarks were rejected is skipped by align, the others keep their order.
+    # A face whose landmarks were rejected is aligned on its keypoints; all keep their order.
     with_reject = [Face(faces[0].detection, None), *faces]
     aligned = analyzer.align(two_faces, with_reject)
-    assert [a.face for a in aligned] == faces
+    assert [a.face for a in aligned] == with_reject
+    assert [a.quality.aligned_by for a in aligned] == ["keypoints", "landmarks", "landmarks"]
+    fallback, *aligned = aligned
     embeddings = analyzer.embed(aligned)
     assert analyzer.embed([]) == []
+    # The keypoint chip of the largest face still describes that person.
+    (fallback_embedding,) = analyzer.embed([fallback])
+    assert float(fallback_embedding.vector @ embeddings[0].vector) > analyzer.embedder.default_threshold
     whole = {f.face.detection.bbox: f for f in analyzer.analyze(two_faces)}
     for a, e in zip(aligned, embeddings, strict=True):
         np.testing.assert_array_equal(e.vector, whole[a.face.detection.bbox].embedding.vector)
         assert e.quality == a.quality
+
+
+def test_without_the_keypoint_fallback_a_rejected_face_is_skipped(
+    analyzer: FaceAnalyzer, two_faces: np.ndarray
+) -> None:
+    strict = FaceAnalyzer(
+        analyzer.detector,
+        analyzer.landmarker,
+        Aligner(analyzer.aligner.template, analyzer.aligner.size, keypoint_fallback=False),
+        analyzer.embedder,
+    )
+    faces = strict.locate(two_faces)
+    aligned = strict.align(two_faces, [Face(faces[0].detection, None), *faces])
+    assert [a.face for a in aligned] == faces
 
 
 def test_non_bgr_input_is_an_image_error(analyzer: FaceAnalyzer, face_image: ImageLoader) -> None:

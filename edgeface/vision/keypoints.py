@@ -1,0 +1,59 @@
+"""Alignment on BlazeFace's keypoints, for faces FaceMesh rejects (a lower-quality fallback).
+
+FaceMesh refuses a crop whose face-presence score is below ``landmarks.MIN_PRESENCE``: turned, small,
+blurred or partly hidden faces, 44 % of the faces of a stage clip. Without landmarks such a face
+could never be named. BlazeFace already gives six keypoints per face (eyes, nose tip, mouth centre,
+ears); a least-squares similarity from a keypoint template onto the four that correspond to points
+of the face's plane (eyes, nose tip, mouth) gives a usable chip. The ears are left out: their spread
+in the chip is several times the other points' and they move with yaw (docs/vision.md).
+
+The keypoint template was measured on LFW View 1 (``scripts/measure_alignment.py``): the mean position of
+each keypoint in dlib's own chip (dlib's five points on the manifest template), so the fallback chip
+approximates the chip the embedder was trained on. For another embedder's template the positions are
+carried over by the similarity between dlib's template and that one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeface.data import FloatArray
+
+F64 = npt.NDArray[np.float64]
+
+# dlib's 5-point target for get_face_chip(size=150, padding=0.25), in the manifest's order: the frame
+# KEYPOINT_TEMPLATE is expressed in.
+REFERENCE_TEMPLATE = np.array(
+    [[110.22, 46.04], [89.01, 47.58], [36.81, 46.06], [58.02, 47.59], [73.52, 87.19]], dtype=np.float64
+)
+# BlazeFace keypoints used (subject's right eye, left eye, nose tip, mouth centre) ...
+KEYPOINTS_USED = (0, 1, 2, 3)
+# ... and their mean position in dlib's chip over the LFW View 1 training photos.
+KEYPOINT_TEMPLATE = np.array([[46.89, 47.24], [102.72, 47.85], [74.04, 79.69], [73.97, 108.34]], dtype=np.float64)
+# yaw (degrees) ~ YAW_PER_EAR_ASYMMETRY * (|nose - right ear| - |nose - left ear|) / (sum of both),
+# a least-squares fit on FaceMesh's yaw over the same photos.
+YAW_PER_EAR_ASYMMETRY = 35.4
+NOSE_TIP, RIGHT_EAR, LEFT_EAR = 2, 4, 5
+# FaceMesh's rejection also filters detector false positives; a face it rejects is aligned on its
+# keypoints only when the detector is this sure. The two faces FaceMesh rejects on the dev photos (a
+# printed logo and a 94 px blurred face) scored 0.688 and 0.654; on the hamilton clip 85 of the 101
+# faces it rejects score >= 0.7 and every face it accepts scores >= 0.7 (5th percentile 0.80).
+FALLBACK_MIN_SCORE = 0.7
+
+
+def used_keypoints(keypoints: FloatArray) -> F64:
+    """The keypoints the template has, as float64 (n, 2)."""
+    return np.asarray(keypoints, dtype=np.float64)[list(KEYPOINTS_USED)]
+
+
+def keypoint_yaw(keypoints: FloatArray) -> float:
+    """Head yaw in degrees estimated from the ears' distances to the nose tip (NaN when degenerate)."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    right = float(np.linalg.norm(kp[NOSE_TIP] - kp[RIGHT_EAR]))
+    left = float(np.linalg.norm(kp[NOSE_TIP] - kp[LEFT_EAR]))
+    if right + left <= 0.0 or not math.isfinite(right + left):
+        return math.nan
+    return YAW_PER_EAR_ASYMMETRY * (right - left) / (right + left)
