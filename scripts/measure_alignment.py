@@ -217,10 +217,17 @@ def main() -> int:
                 vectors[name][i] = analyzer.embedder.embed([chip])[0]
         if (i + 1) % 500 == 0:
             print(f"embedded {i + 1}/{len(images)}", file=sys.stderr)
+    # Pairs every variant could score (dlib's HOG misses some photos): the like-for-like comparison.
+    common = {(a, b) for a, b, _, _ in pair_idx if all(a in v and b in v for v in vectors.values())}
+    print(f"pairs scored by every variant: {len(common)} of {len(pair_idx)}")
     for name in variants:
         vec = vectors[name]
-        for label, keep in (("fit set", True), ("others", False), ("all", None)):
-            rows = [(a, b, s) for a, b, s, f in pair_idx if keep is None or f == keep]
+        for label, keep in (("fit set", True), ("others", False), ("all", None), ("common", None)):
+            rows = [
+                (a, b, s)
+                for a, b, s, f in pair_idx
+                if (keep is None or f == keep) and (label != "common" or (a, b) in common)
+            ]
             if not rows:
                 continue
             scores = np.array([float(vec[a] @ vec[b]) if a in vec and b in vec else -np.inf for a, b, _ in rows])

@@ -247,6 +247,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
     if options.compare:
         report["compare"] = compare(
             settings.vision,
+            settings.decision,
             uri,
             frames=source.read_count,
             width=options.width,
@@ -370,8 +371,10 @@ def _format_compare(c: dict[str, Any], pipeline_fps: float) -> list[str]:
         f"face_recognition {r['faces']} in {r['frames_with_face']} frames; "
         f"{c['paired_faces']} found by both, {c['only_edgeface']} only by edgeface, "
         f"{c['only_reference']} only by face_recognition",
-        f"  named      edgeface {e['named']}",
-        f"             face_recognition {r['named']}",
+        f"  named      edgeface {e['named_faces']} faces {e['named']}",
+        f"             face_recognition {r['named_faces']} faces {r['named']}",
+        f"  fallback   edgeface aligned {e['keypoint_aligned']} faces FaceMesh rejected on detector keypoints, "
+        f"named {e['keypoint_named']} of them",
         f"  agreement  {agreement} of {c['paired_faces']} faces found by both (IoU >= 0.3)"
         + (f"; differ: {c['disagreements']}" if c["disagreements"] else ""),
     ]

@@ -6,7 +6,9 @@ against the same gallery -- edgeface by its best cosine similarity at its thresh
 as face_recognition's examples do (closest sample within distance 0.6) -- and faces of the two are
 paired by box overlap to count how often they agree on who it is.
 
-This is per-frame naming; the daemon's decisions additionally fuse votes over a track.
+This is per-frame naming; the daemon's decisions additionally fuse votes over a track. A face below
+the daemon's quality gates (``decision.min_face_px``, ``max_yaw_deg``, ``min_sharpness``) is counted
+as ``gated``, not named: the daemon would not decide it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgeface.config import VisionConfig
+from edgeface.config import DecisionConfig, VisionConfig
 from edgeface.data import BBox, FloatArray, ImageArray
 from edgeface.errors import SourceError
+from edgeface.pipeline.rules import gate
 from edgeface.pipeline.tracker import iou_matrix
 from edgeface.sources.base import open_source
 from edgeface.tools.dataset import person_folders
@@ -32,8 +35,11 @@ from edgeface.tools.progress import Progress
 from edgeface.vision.imageio import load_image
 
 UNKNOWN = "unknown"
-# A face edgeface detected but could not align (FaceMesh rejected the crop): it has no identity.
+# A face edgeface detected but could not align (FaceMesh rejected the crop, keypoints too unsure).
 UNALIGNED = "unaligned"
+# A face the daemon would not decide: below its quality gates (size, pose, sharpness; pipeline.rules.gate).
+GATED = "gated"
+NOT_NAMED = frozenset({UNKNOWN, UNALIGNED, GATED})
 # HOG boxes are square and tighter than BlazeFace's; 0.3 still pairs the same face reliably while
 # two neighbouring faces in a crowd stay below it.
 PAIR_IOU = 0.3
@@ -47,13 +53,23 @@ class Gallery:
     vectors: FloatArray
     photos: int
 
-    def name(self, encoder: FaceEncoder, faces: Sequence[EncodedFace]) -> list[str]:
-        """Who each face is: the best-scoring sample's person if it reaches the encoder's threshold."""
+    def name(
+        self, encoder: FaceEncoder, faces: Sequence[EncodedFace], decision: DecisionConfig | None = None
+    ) -> list[str]:
+        """Who each face is: the best-scoring sample's person if it reaches the encoder's threshold.
+
+        With ``decision``, a face failing the daemon's quality gates is ``gated``, as the daemon would
+        not decide it either (the reference has no gates).
+        """
         names = [UNALIGNED if f.vector is None else UNKNOWN for f in faces]
-        described = [i for i, f in enumerate(faces) if f.vector is not None]
+        if decision is not None:
+            for i, f in enumerate(faces):
+                if f.quality is not None and gate(f.quality, decision) is not None:
+                    names[i] = GATED
+        described = [i for i, f in enumerate(faces) if f.vector is not None and names[i] != GATED]
         if not described or not self.names:
             return names
-        queries = np.stack([v for f in faces if (v := f.vector) is not None])
+        queries = np.stack([v for i in described if (v := faces[i].vector) is not None])
         scores = score_matrix(encoder.metric, queries, self.vectors)
         best = scores.argmax(axis=1)
         hit = scores[np.arange(len(described)), best] >= encoder.default_threshold
@@ -72,7 +88,8 @@ def build_gallery(encoder: FaceEncoder, folder: Path | None) -> Gallery:
         for path in paths:
             photos += 1
             face = largest(encoder.encode(load_image(path)))
-            if face is not None and face.vector is not None:
+            # As enrollment: a face FaceMesh rejected is no reference sample.
+            if face is not None and face.vector is not None and face.aligned_by != "keypoints":
                 names.append(name)
                 vectors.append(face.vector)
     stacked = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
@@ -91,19 +108,25 @@ def resize_to(image: ImageArray, width: int | None) -> ImageArray:
 class _Side:
     encoder: FaceEncoder
     gallery: Gallery
+    decision: DecisionConfig | None = None
     seconds: float = 0.0
     faces: int = 0
     frames_with_face: int = 0
     named: Counter[str] = field(default_factory=Counter)
+    keypoint_aligned: int = 0  # faces aligned on the detector's keypoints (FaceMesh rejected them)
+    keypoint_named: int = 0  # ... and named as a person
 
     def run(self, image: ImageArray) -> tuple[list[BBox], list[str]]:
         started = time.perf_counter()
         faces = self.encoder.encode(image)
-        names = self.gallery.name(self.encoder, faces)
+        names = self.gallery.name(self.encoder, faces, self.decision)
         self.seconds += time.perf_counter() - started
         self.faces += len(faces)
         self.frames_with_face += bool(faces)
         self.named.update(names)
+        fallback = [n for f, n in zip(faces, names, strict=True) if f.aligned_by == "keypoints"]
+        self.keypoint_aligned += len(fallback)
+        self.keypoint_named += sum(n not in NOT_NAMED for n in fallback)
         return [f.bbox for f in faces], names
 
     def summary(self, frames: int) -> dict[str, Any]:
@@ -114,6 +137,9 @@ class _Side:
             "faces": self.faces,
             "frames_with_face": self.frames_with_face,
             "named": dict(self.named.most_common()),
+            "named_faces": sum(v for k, v in self.named.items() if k not in NOT_NAMED),
+            "keypoint_aligned": self.keypoint_aligned,
+            "keypoint_named": self.keypoint_named,
             "gallery_samples": len(self.gallery.names),
             "gallery_photos": self.gallery.photos,
         }
@@ -140,6 +166,7 @@ def _pair(a: Sequence[BBox], b: Sequence[BBox]) -> list[tuple[int, int]]:
 
 def compare(
     vision: VisionConfig,
+    decision: DecisionConfig,
     uri: str,
     *,
     frames: int | None,
@@ -151,7 +178,7 @@ def compare(
     """Both pipelines over the first ``frames`` frames of ``uri`` (replayed from its start when
     ``loop``, as the bench's capture did): speeds, faces and agreement."""
     edge_encoder, ref_encoder = EdgefaceEncoder(vision, vision.embedder), ReferenceEncoder()
-    edge = _Side(edge_encoder, build_gallery(edge_encoder, gallery))
+    edge = _Side(edge_encoder, build_gallery(edge_encoder, gallery), decision)
     ref = _Side(ref_encoder, build_gallery(ref_encoder, gallery))
     source = open_source(uri, hold_s=None)
     source.open()

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from edgeface import vision as vision_package
 from edgeface.config import VisionConfig
-from edgeface.data import AlignedBy, BBox, FloatArray, ImageArray
+from edgeface.data import AlignedBy, BBox, FloatArray, ImageArray, Quality
 from edgeface.errors import ModelError
 from edgeface.tools import embcache, metrics, reference
 from edgeface.vision.manifest import load_manifest
@@ -33,6 +33,7 @@ class EncodedFace:
     bbox: BBox
     vector: FloatArray | None
     aligned_by: AlignedBy | None = None  # edgeface's faces only
+    quality: Quality | None = None  # edgeface's faces only
 
 
 class FaceEncoder(Protocol):
@@ -91,11 +92,15 @@ class EdgefaceEncoder:
         # The analyzer's steps rather than analyze(): a face FaceMesh rejects still counts as found.
         faces = self.analyzer.locate(image)
         aligned = self.analyzer.align(image, faces)
-        done = {
-            id(a.face): (e.vector, a.quality.aligned_by)
-            for a, e in zip(aligned, self.analyzer.embed(aligned), strict=True)
-        }
-        return [EncodedFace(f.detection.bbox, *done.get(id(f), (None, None))) for f in faces]
+        done = {id(a.face): (a, e) for a, e in zip(aligned, self.analyzer.embed(aligned), strict=True)}
+        out = []
+        for f in faces:
+            if id(f) in done:
+                a, e = done[id(f)]
+                out.append(EncodedFace(f.detection.bbox, e.vector, a.quality.aligned_by, a.quality))
+            else:
+                out.append(EncodedFace(f.detection.bbox, None))
+        return out
 
 
 class ReferenceEncoder:

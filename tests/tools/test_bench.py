@@ -87,6 +87,9 @@ def test_bench_compare_face_recognition(
     assert compare["paired_faces"] >= 1
     assert 0.0 <= compare["agreement"] <= 1.0
     assert ref["named"].get("obama", 0) >= 1
+    # Named faces are counted without the not-named labels; sharp frontal photos need no keypoint fallback.
+    assert edge["named_faces"] == sum(v for k, v in edge["named"].items() if k not in ("unknown", "unaligned", "gated"))
+    assert edge["named"].get("obama", 0) >= 1 and edge["keypoint_aligned"] == edge["keypoint_named"] == 0
 
 
 def test_bench_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
