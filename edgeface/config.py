@@ -74,7 +74,7 @@ class VisionConfig(_Section):
     keypoint_fallback: bool = Field(
         True,
         description=(
-            "Align a face FaceMesh rejects on the detector's keypoints (eyes, nose, mouth) instead of skipping it; "
+            "Align a face FaceMesh rejects on the detector's keypoints (eyes and mouth) instead of skipping it; "
             "its samples carry aligned_by=keypoints and count less in a track's vote."
         ),
     )

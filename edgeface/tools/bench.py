@@ -360,6 +360,7 @@ def _decision_summary(decisions: list[dict[str, Any]]) -> str:
 def _format_compare(c: dict[str, Any], pipeline_fps: float) -> list[str]:
     e, r = c["edgeface"], c["reference"]
     agreement = "-" if c["agreement"] is None else f"{100 * c['agreement']:.1f} %"
+    outcome = "-" if c["agreement_outcome"] is None else f"{100 * c['agreement_outcome']:.1f} %"
     pipeline_ratio = "-" if c["speedup_pipeline"] is None else f"{c['speedup_pipeline']:.1f}x"
     sequential_ratio = "-" if c["speedup_sequential"] is None else f"{c['speedup_sequential']:.1f}x"
     return [
@@ -375,6 +376,7 @@ def _format_compare(c: dict[str, Any], pipeline_fps: float) -> list[str]:
         f"             face_recognition {r['named_faces']} faces {r['named']}",
         f"  fallback   edgeface aligned {e['keypoint_aligned']} faces FaceMesh rejected on detector keypoints, "
         f"named {e['keypoint_named']} of them",
-        f"  agreement  {agreement} of {c['paired_faces']} faces found by both (IoU >= 0.3)"
+        f"  agreement  {agreement} of {c['paired_faces']} faces found by both (IoU >= 0.3) have the same label, "
+        f"{outcome} the same outcome (same person, or nobody named by either)"
         + (f"; differ: {c['disagreements']}" if c["disagreements"] else ""),
     ]

@@ -183,7 +183,7 @@ def compare(
     source = open_source(uri, hold_s=None)
     source.open()
     progress = Progress("compare face_recognition", frames, enabled=show_progress)
-    count, paired, agreed = 0, 0, 0
+    count, paired, agreed, unnamed_both = 0, 0, 0, 0
     disagreements: Counter[str] = Counter()
     try:
         while frames is None or count < frames:
@@ -204,6 +204,9 @@ def compare(
                 paired += 1
                 if edge_names[i] == ref_names[j]:
                     agreed += 1
+                elif edge_names[i] in NOT_NAMED and ref_names[j] in NOT_NAMED:
+                    unnamed_both += 1  # e.g. "unaligned vs unknown": neither names anybody
+                    disagreements[f"{edge_names[i]} vs {ref_names[j]}"] += 1
                 else:
                     disagreements[f"{edge_names[i]} vs {ref_names[j]}"] += 1
             count += 1
@@ -221,5 +224,7 @@ def compare(
         "only_edgeface": e["faces"] - paired,
         "only_reference": r["faces"] - paired,
         "agreement": agreed / paired if paired else None,
+        # Same outcome: the same person, or nobody named by either (unknown, gated and unaligned alike).
+        "agreement_outcome": (agreed + unnamed_both) / paired if paired else None,
         "disagreements": dict(disagreements.most_common()),
     }

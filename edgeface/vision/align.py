@@ -98,7 +98,7 @@ class Aligner:
         return self._warp(ensure_bgr(image_bgr), self._chip_to_image(points5))
 
     def align_keypoints(self, image_bgr: ImageArray, keypoints: FloatArray) -> ImageArray:
-        """The chip of a face aligned on its six BlazeFace keypoints (the lower-quality fallback)."""
+        """The chip of a face aligned on its BlazeFace keypoints, eyes and mouth (the lower-quality fallback)."""
         points = used_keypoints(keypoints)
         if not np.isfinite(points).all():
             raise ImageError(f"keypoint alignment needs finite keypoints, got {points.tolist()}")
