@@ -11,6 +11,7 @@ import pytest
 
 from edgeface.data import Face
 from edgeface.vision.analyzer import FaceAnalyzer
+from edgeface.vision.keypoints import keypoint_yaw
 from edgeface.vision.quality import face_size, head_pose, measure, sharpness
 
 from .support import PORTRAITS, ImageLoader
@@ -84,4 +85,7 @@ def test_measure_collects_size_sharpness_and_pose(analyzer: FaceAnalyzer, face_i
     assert quality.sharpness == sharpness(aligned.chip)
     assert face.landmarks is not None and (quality.yaw, quality.pitch) == head_pose(face.landmarks)
     without = measure(face.detection, None, aligned.chip)
-    assert math.isnan(without.yaw) and math.isnan(without.pitch) and without.face_px == quality.face_px
+    # Without landmarks (the keypoint fallback) yaw is estimated from the detector's keypoints, pitch is unknown.
+    assert without.yaw == keypoint_yaw(face.detection.keypoints) and abs(without.yaw - quality.yaw) < 15.0
+    assert math.isnan(without.pitch) and without.face_px == quality.face_px
+    assert (without.aligned_by, quality.aligned_by) == ("keypoints", "landmarks")
