@@ -87,7 +87,7 @@ def register(sub: Any) -> None:
 
 
 def _model(settings: Settings) -> tuple[str, int]:
-    spec = load_manifest(settings.vision.models_dir).get(settings.vision.embedder)
+    spec = load_manifest(settings.vision.models_dir).embedder(settings.vision.embedder)
     assert spec.output is not None  # the manifest validates embedders to have one
     return spec.id, spec.output.size
 

@@ -32,6 +32,7 @@ from edgeface.pipeline.decide import Decider, PresenceChange
 from edgeface.pipeline.queues import DropQueue, RateMeter, RollingStats
 from edgeface.pipeline.tracker import SceneCutDetector, Track, Tracker
 from edgeface.vision.landmarks import five_points
+from edgeface.vision.manifest import PointSet
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class Landmarker(Protocol):
 
 
 class Aligner(Protocol):
+    @property
+    def points(self) -> PointSet:
+        """Which five face points the template names (the manifest's ``alignment.points``)."""
+        ...
+
     def align(self, image_bgr: ImageArray, points5: FloatArray) -> ImageArray: ...
 
 
@@ -268,7 +274,7 @@ class EmbedStage(_Stage[Tracked]):
             if self.decider.too_small(track.bbox):
                 rejected.append((track, "too_small"))  # not worth aligning
                 continue
-            chip = self.aligner.align(image, five_points(face.landmarks))
+            chip = self.aligner.align(image, five_points(face.landmarks, self.aligner.points))
             quality = self.measure(face.detection, face.landmarks, chip)
             reason = self.decider.gate(quality)
             if reason is not None:

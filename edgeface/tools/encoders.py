@@ -71,7 +71,7 @@ class EdgefaceEncoder:
     def __init__(self, vision: VisionConfig, model_id: str) -> None:
         from edgeface.vision.analyzer import FaceAnalyzer
 
-        spec = load_manifest(vision.models_dir).get(model_id)
+        spec = load_manifest(vision.models_dir).embedder(model_id)
         if spec.role != "embedder" or spec.default_threshold is None:
             raise ModelError(f"model {model_id!r} in {vision.models_dir} is a {spec.role}, not an embedder")
         self.model_id = model_id

@@ -16,6 +16,7 @@ from edgeface.pipeline.stages import Aligner, Detector, Embedder, Landmarker, Qu
 from edgeface.sources.base import FrameSource
 from edgeface.tools import metrics
 from edgeface.tools.progress import Progress
+from edgeface.vision.manifest import PointSet
 
 # Stages timed by the wrappers, in report order, with what one sample of each is.
 STAGES: dict[str, str] = {
@@ -112,6 +113,10 @@ class TimedLandmarker:
 class TimedAligner:
     def __init__(self, inner: Aligner, times: StageTimes) -> None:
         self.inner, self.times = inner, times
+
+    @property
+    def points(self) -> PointSet:
+        return self.inner.points
 
     def align(self, image_bgr: ImageArray, points5: FloatArray) -> ImageArray:
         started = time.perf_counter()

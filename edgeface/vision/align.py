@@ -24,6 +24,7 @@ import numpy.typing as npt
 from edgeface.data import FloatArray, ImageArray
 from edgeface.errors import ImageError
 from edgeface.vision.imageio import ensure_bgr
+from edgeface.vision.manifest import PointSet
 
 F64 = npt.NDArray[np.float64]
 
@@ -77,16 +78,17 @@ def similarity(source: F64 | FloatArray, target: F64 | FloatArray) -> F64:
 
 
 class Aligner:
-    """Warps a face to a ``size``² chip by its five points (order: the manifest template's)."""
+    """Warps a face to a ``size``² chip by its five points (``points`` names which, in the template's order)."""
 
-    def __init__(self, template: FloatArray | F64, size: int) -> None:
-        points = np.asarray(template, dtype=np.float64)
-        if points.shape != (5, 2) or not np.isfinite(points).all():
-            raise ValueError(f"alignment template must be five finite (x, y) points, got shape {points.shape}")
+    def __init__(self, template: FloatArray | F64, size: int, points: PointSet = "dlib5") -> None:
+        template_points = np.asarray(template, dtype=np.float64)
+        if template_points.shape != (5, 2) or not np.isfinite(template_points).all():
+            raise ValueError(f"alignment template must be five finite (x, y) points, got shape {template_points.shape}")
         if size < 16:
             raise ValueError(f"chip size {size} is too small")
-        self.template = points
+        self.template = template_points
         self.size = int(size)
+        self.points: PointSet = points
 
     def _chip_to_image(self, points5: FloatArray | F64) -> F64:
         pts = np.asarray(points5, dtype=np.float64)
