@@ -133,7 +133,11 @@ def test_recognises_an_enrolled_person_and_spools_a_stranger(
     assert recorder.states[0][0] == "streaming" and recorder.states[-1][0] == "ended"
     # The samples of both tracks are kept for 'enroll {track_id}' / 'reject {track_id}'.
     samples = pipeline.track_samples(stranger.track_id)
-    assert samples and samples[0][0].shape == (vision.embedder.dim,) and samples[0][1].shape[:2] == (vision.aligner.size,) * 2
+    assert (
+        samples
+        and samples[0][0].shape == (vision.embedder.dim,)
+        and samples[0][1].shape[:2] == (vision.aligner.size,) * 2
+    )
     m = pipeline.metrics()
     assert m["frames"] == 24 and m["processed"] == 24  # not paced in real time: lossless, every frame
     assert sum(m["drops"].values()) == 0
