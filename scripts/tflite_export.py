@@ -102,10 +102,10 @@ class Measurement:
     ms_1_thread: float
     ms_2_threads: float
 
-    def summary(self) -> str:
-        """One human-readable line."""
+    def summary(self, against: str = "dlib") -> str:
+        """One human-readable line; ``against`` names the reference the cosines were measured to."""
         return (
-            f"{self.quantization:>13}: {self.bytes / 1e6:5.2f} MB  cosine vs dlib min {self.cosine_min:.5f} "
+            f"{self.quantization:>13}: {self.bytes / 1e6:5.2f} MB  cosine vs {against} min {self.cosine_min:.5f} "
             f"mean {self.cosine_mean:.5f}  {self.ms_1_thread:.2f} ms (1 thread) {self.ms_2_threads:.2f} ms (2 threads)"
         )
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeface.config import Settings, load_settings
 from edgeface.errors import CommandError
-from edgeface.matching.bulk import import_folder, rebuild
+from edgeface.matching.bulk import NO_CHIP, import_folder, rebuild
 from edgeface.matching.db import FaceDatabase, PersonRecord
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.tools.progress import Progress
@@ -87,7 +87,7 @@ def register(sub: Any) -> None:
 
 
 def _model(settings: Settings) -> tuple[str, int]:
-    spec = load_manifest(settings.vision.models_dir).get(settings.vision.embedder)
+    spec = load_manifest(settings.vision.models_dir).embedder(settings.vision.embedder)
     assert spec.output is not None  # the manifest validates embedders to have one
     return spec.id, spec.output.size
 
@@ -304,4 +304,10 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  lost {r.reason}")
     for name in summary.lost_persons:
         print(f"  dropped {name}: no sample could be re-embedded")
+    missing = sum(NO_CHIP in r.reason for r in summary.lost_samples)
+    if missing:
+        print(
+            f"{missing} samples had no stored chip: they were enrolled with database.keep_images off, and "
+            "only a new enrollment (`edgeface db enroll`) can describe them for the new model"
+        )
     return 0

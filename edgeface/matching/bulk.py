@@ -24,6 +24,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # 0.25-1.0, both detectors find it and the re-embedding scores >= 0.998 against the original.
 CHIP_PADDING = 0.5
 
+# Why a positive sample could not be re-embedded, and what to do about it.
+NO_CHIP = (
+    "no stored chip to re-embed (enrolled while database.keep_images was off); "
+    "enroll the person again with `edgeface db enroll`"
+)
+
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, current item)
 
 
@@ -184,8 +190,10 @@ def rebuild(
             if result is not None:
                 vectors.append(result[0])
                 kept.append(replace(sample, quality=result[1]))
-            elif jpeg is None or sample.kind == "negative":
-                lost.append(Rejection(label, "not_found", f"{label}: no stored chip to re-embed"))
+            elif sample.kind == "negative":
+                lost.append(Rejection(label, "not_found", f"{label}: a negative sample keeps no chip to re-embed"))
+            elif jpeg is None:
+                lost.append(Rejection(label, "not_found", f"{label}: {NO_CHIP}"))
             else:
                 lost.append(Rejection(label, "no_face", f"{label}: no face found in the stored chip"))
             done += 1

@@ -61,7 +61,9 @@ class Aligner(Protocol):
         """Whether a face without landmarks is aligned on its detector keypoints."""
         ...
 
-    def align_face(self, image_bgr: ImageArray, face: Face) -> tuple[ImageArray, AlignedBy] | None: ...
+    def align_face(self, image_bgr: ImageArray, face: Face) -> tuple[ImageArray, AlignedBy] | None:
+        """The chip (on the template point set's five points, or the fallback's keypoints) and its alignment."""
+        ...
 
 
 class PassiveScorer(Protocol):

@@ -73,7 +73,7 @@ def bench_embed(
     show_progress: bool = True,
 ) -> list[EmbedTiming]:
     """Time every manifest embedder at each thread count, then dlib's descriptor when installed."""
-    from edgeface.vision.embed import Embedder
+    from edgeface.vision.fused import create_embedder
     from edgeface.vision.manifest import load_manifest
 
     manifest = load_manifest(vision.models_dir)
@@ -83,11 +83,11 @@ def bench_embed(
         if not chips:
             raise ModelError(f"bench embed: {model_id} found no face in the {len(images)} photos")
         for n in threads:
-            embedder = Embedder(vision.models_dir, model_id, n)
+            embedder = create_embedder(vision.models_dir, model_id, n)
             calls = [partial(embedder.embed, [chip]) for chip in chips]
             progress = Progress(f"embed {model_id} x{n}", repeats, enabled=show_progress)
             summary = _time_calls(calls, repeats, progress)
-            out.append(EmbedTiming(model_id, n, len(chips), summary, manifest.get(model_id).quantization))
+            out.append(EmbedTiming(model_id, n, len(chips), summary, manifest.embedder(model_id).quantization))
     if with_reference and reference.available():
         out.append(_bench_reference(images, repeats, show_progress))
     return out

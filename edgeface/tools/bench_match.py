@@ -19,7 +19,7 @@ from edgeface.matching.matcher import match
 from edgeface.matching.records import PersonRecord, SampleRecord
 from edgeface.matching.snapshot import DbSnapshot
 
-DIM = 128  # the default embedder (dlib_resnet_v1_int8)
+DIM = 128  # one network's width (dlib, SFace); the fused default embedder is 256-d
 # Query = stored vector + this much Gaussian noise per dimension, then renormalised: about the
 # spread between two photos of one person at 128-D (cosine ~0.8 to its source).
 _QUERY_NOISE = 0.05

@@ -19,7 +19,7 @@ from edgeface.config import VisionConfig
 from edgeface.data import AlignedBy, BBox, FloatArray, ImageArray, Quality
 from edgeface.errors import ModelError
 from edgeface.tools import embcache, metrics, reference
-from edgeface.vision.manifest import load_manifest
+from edgeface.vision.manifest import FusedSpec, Manifest, ModelSpec, load_manifest
 
 Metric = Literal["cosine", "neg_euclidean"]
 REFERENCE = reference.REFERENCE_ID
@@ -65,6 +65,19 @@ def score_matrix(metric: Metric, a: npt.NDArray[np.float32], b: npt.NDArray[np.f
     return metrics.neg_euclidean_matrix(a, b)
 
 
+def _pipeline_models(manifest: Manifest, model_id: str) -> list[object]:
+    """What identifies the models of one pipeline: file hashes, and a fused entry's whole description."""
+    spec = manifest.embedder(model_id)
+    ids = {c.id for c in spec.components} if isinstance(spec, FusedSpec) else {model_id}
+    files: list[object] = [
+        m.sha256 for m in manifest.models if isinstance(m, ModelSpec) and (m.role != "embedder" or m.id in ids)
+    ]
+    if not isinstance(spec, FusedSpec):
+        return files
+    # The threshold and the prose do not change a vector: recalibrating keeps the cache.
+    return [*files, spec.model_dump(exclude={"default_threshold", "notes", "build"})]
+
+
 class EdgefaceEncoder:
     """edgeface's own detector -> landmarks -> alignment -> embedder chain with one embedder."""
 
@@ -73,7 +86,7 @@ class EdgefaceEncoder:
     def __init__(self, vision: VisionConfig, model_id: str) -> None:
         from edgeface.vision.analyzer import FaceAnalyzer
 
-        spec = load_manifest(vision.models_dir).get(model_id)
+        spec = load_manifest(vision.models_dir).embedder(model_id)
         if spec.role != "embedder" or spec.default_threshold is None:
             raise ModelError(f"model {model_id!r} in {vision.models_dir} is a {spec.role}, not an embedder")
         self.model_id = model_id
@@ -82,7 +95,7 @@ class EdgefaceEncoder:
         manifest = load_manifest(vision.models_dir)
         self.fingerprint = embcache.fingerprint(
             {
-                "models": [m.sha256 for m in manifest.models if m.role != "embedder" or m.id == model_id],
+                "models": _pipeline_models(manifest, model_id),
                 "vision": vision.model_dump(exclude={"models_dir", "threads", "embedder"}),
                 "code": embcache.source_digest(Path(__file__), *Path(vision_package.__file__).parent.glob("*.py")),
             }

@@ -19,8 +19,9 @@ import numpy.typing as npt
 from edgeface.data import AlignedBy, Face, FloatArray, ImageArray
 from edgeface.errors import ImageError
 from edgeface.vision.imageio import ensure_bgr
-from edgeface.vision.keypoints import FALLBACK_MIN_SCORE, KEYPOINT_TEMPLATE, REFERENCE_TEMPLATE, used_keypoints
+from edgeface.vision.keypoints import FALLBACK_MIN_SCORE, keypoint_reference, used_keypoints
 from edgeface.vision.landmarks import five_points
+from edgeface.vision.manifest import PointSet
 
 F64 = npt.NDArray[np.float64]
 
@@ -53,7 +54,7 @@ def similarity(source: F64 | FloatArray, target: F64 | FloatArray) -> F64:
 
 
 class Aligner:
-    """Warps a face to a ``size``² chip by its five points (order: the manifest template's).
+    """Warps a face to a ``size``² chip by its five points (``points`` names which, in the template's order).
 
     With ``keypoint_fallback`` a face without landmarks is aligned on its detector keypoints instead
     (``vision.keypoints``); its quality then says ``aligned_by="keypoints"``.
@@ -63,22 +64,25 @@ class Aligner:
         self,
         template: FloatArray | F64,
         size: int,
+        points: PointSet = "dlib5",
         *,
         keypoint_fallback: bool = True,
         fallback_min_score: float = FALLBACK_MIN_SCORE,
     ) -> None:
-        points = np.asarray(template, dtype=np.float64)
-        if points.shape != (5, 2) or not np.isfinite(points).all():
-            raise ValueError(f"alignment template must be five finite (x, y) points, got shape {points.shape}")
+        template_points = np.asarray(template, dtype=np.float64)
+        if template_points.shape != (5, 2) or not np.isfinite(template_points).all():
+            raise ValueError(f"alignment template must be five finite (x, y) points, got shape {template_points.shape}")
         if size < 16:
             raise ValueError(f"chip size {size} is too small")
-        self.template = points
+        self.template = template_points
         self.size = int(size)
+        self.points: PointSet = points
         self.keypoint_fallback = keypoint_fallback
         self.fallback_min_score = fallback_min_score
-        # The keypoints' template, carried from dlib's chip (where it was measured) into this one.
-        to_chip = similarity(REFERENCE_TEMPLATE, points)
-        self.keypoint_template: F64 = KEYPOINT_TEMPLATE @ to_chip[:, :2].T + to_chip[:, 2]
+        # The keypoints' template, measured in the reference chip of this point set, carried into this one.
+        reference, measured = keypoint_reference(points)
+        to_chip = similarity(reference, template_points)
+        self.keypoint_template: F64 = measured @ to_chip[:, :2].T + to_chip[:, 2]
 
     def _chip_to_image(self, points5: FloatArray | F64) -> F64:
         pts = np.asarray(points5, dtype=np.float64)
@@ -111,7 +115,7 @@ class Aligner:
         (``fallback_min_score``): FaceMesh's rejection is then taken as "not a face".
         """
         if face.landmarks is not None:
-            return self.align(image_bgr, five_points(face.landmarks)), "landmarks"
+            return self.align(image_bgr, five_points(face.landmarks, self.points)), "landmarks"
         if not self.keypoint_fallback or face.detection.score < self.fallback_min_score:
             return None
         return self.align_keypoints(image_bgr, face.detection.keypoints), "keypoints"

@@ -18,7 +18,7 @@ from edgeface.config import VisionConfig
 from edgeface.data import Embedding, Face, ImageArray, Quality
 from edgeface.vision.align import Aligner
 from edgeface.vision.detect import Detector, create_detector
-from edgeface.vision.embed import Embedder
+from edgeface.vision.fused import AnyEmbedder, create_embedder
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.landmarks import Landmarker, create_landmarker
 from edgeface.vision.quality import measure
@@ -51,10 +51,11 @@ def _rank(aligned: AlignedFace) -> tuple[bool, float]:
 class FaceAnalyzer:
     """Owns one detector, landmarker, aligner and embedder; not thread-safe (one per stage thread)."""
 
-    def __init__(self, detector: Detector, landmarker: Landmarker, aligner: Aligner, embedder: Embedder) -> None:
-        if aligner.size != embedder.chip_size:
+    def __init__(self, detector: Detector, landmarker: Landmarker, aligner: Aligner, embedder: AnyEmbedder) -> None:
+        if aligner.size != embedder.chip_size or aligner.points != embedder.points:
             raise ValueError(
-                f"aligner makes {aligner.size}px chips, embedder {embedder.model_id} wants {embedder.chip_size}px"
+                f"aligner makes {aligner.size}px {aligner.points} chips, embedder {embedder.model_id} wants "
+                f"{embedder.chip_size}px {embedder.points}"
             )
         self.detector = detector
         self.landmarker = landmarker
@@ -65,7 +66,7 @@ class FaceAnalyzer:
     def from_config(cls, vision: VisionConfig) -> FaceAnalyzer:
         """Build every stage from the vision settings; whatever was built is closed if a later stage fails."""
         with ExitStack() as stack:
-            embedder = Embedder(vision.models_dir, vision.embedder, vision.threads)
+            embedder = create_embedder(vision.models_dir, vision.embedder, vision.threads)
             detector = create_detector(
                 vision.backend,
                 vision.detector,
@@ -80,6 +81,7 @@ class FaceAnalyzer:
             aligner = Aligner(
                 embedder.template,
                 embedder.chip_size,
+                embedder.points,
                 keypoint_fallback=vision.keypoint_fallback,
                 fallback_min_score=vision.keypoint_fallback_min_score,
             )

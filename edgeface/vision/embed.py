@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from edgeface.data import FloatArray, ImageArray
 from edgeface.errors import ImageError, ModelError
-from edgeface.vision.manifest import ModelSpec, load_manifest
+from edgeface.vision.manifest import ModelSpec, PointSet, load_manifest
 from edgeface.vision.runtime import TFLiteModel
 
 _LOGGER = logging.getLogger(__name__)
@@ -113,6 +113,12 @@ class Embedder:
     def chip_size(self) -> int:
         assert self._spec.alignment is not None
         return self._spec.alignment.size
+
+    @property
+    def points(self) -> PointSet:
+        """Which five face points the template names."""
+        assert self._spec.alignment is not None
+        return self._spec.alignment.points
 
     def _prepare(self, chips: Sequence[ImageArray]) -> npt.NDArray[Any]:
         spec = self._spec.input

@@ -19,7 +19,7 @@ from edgeface.errors import ModelError
 from edgeface.vision.crop import warp_rect
 from edgeface.vision.detect import Backend
 from edgeface.vision.imageio import ensure_bgr
-from edgeface.vision.manifest import load_manifest
+from edgeface.vision.manifest import PointSet, load_manifest
 from edgeface.vision.runtime import TFLiteModel
 
 MODEL_ID = "facemesh"
@@ -40,6 +40,12 @@ MIN_PRESENCE = 0.9
 # for 94 and 9 % for 1), and with the four eye corners it gives chips closest to dlib's (1.8 px RMS
 # grid displacement, vs 2.0 with 94 and 1.9 with the lid points 249/382/7/155).
 FIVE_POINT_INDICES = (263, 362, 33, 133, 2)
+# The ArcFace template's points (eye centres, nose tip, mouth corners), each the mean of these
+# FaceMesh points, in the template's order: image-left eye (its corners 33/133 and mid lids
+# 159/145), image-right eye (263/362, 386/374), nose tip (1), image-left and image-right mouth
+# corner (61, 291). The 468-point mesh has no pupil; the mean of corners and lids sits on it for an
+# open eye.
+ARCFACE_POINT_INDICES: tuple[tuple[int, ...], ...] = ((33, 133, 159, 145), (263, 362, 386, 374), (1,), (61,), (291,))
 # Six points per eye for the eye aspect ratio (Soukupova & Cech): outer corner, two upper-lid
 # points, inner corner, two lower-lid points, so that EAR = (|p2-p6| + |p3-p5|) / (2 |p1-p4|).
 # Rows: the subject's right eye (image left), then the subject's left eye.
@@ -131,8 +137,11 @@ def create_landmarker(backend: Backend, models_dir: Path, threads: int = 1) -> L
     return LiteRTLandmarker(models_dir, MODEL_ID, threads)
 
 
-def five_points(landmarks: Landmarks) -> FloatArray:
-    """(5, 2) alignment points in the manifest template's order (see FIVE_POINT_INDICES)."""
+def five_points(landmarks: Landmarks, points: PointSet = "dlib5") -> FloatArray:
+    """(5, 2) alignment points of the named set, in its template order (see FIVE_POINT_INDICES)."""
+    if points == "arcface5":
+        xy = landmarks.points[:, :2]
+        return np.ascontiguousarray([xy[list(group)].mean(axis=0) for group in ARCFACE_POINT_INDICES], np.float32)
     return np.ascontiguousarray(landmarks.points[list(FIVE_POINT_INDICES), :2], dtype=np.float32)
 
 

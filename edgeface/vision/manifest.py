@@ -35,10 +35,18 @@ class InputSpec(_Entry):
     scale: float = 1.0
 
 
+# Which five face points an alignment template names (edgeface.vision.landmarks.POINT_SETS):
+# "dlib5": image-right eye outer corner, image-right eye inner corner, image-left eye outer corner,
+# image-left eye inner corner, base of the nose (dlib's 5-point predictor order);
+# "arcface5": image-left eye centre, image-right eye centre, nose tip, image-left mouth corner,
+# image-right mouth corner (the InsightFace/ArcFace order).
+PointSet = Literal["dlib5", "arcface5"]
+
+
 class AlignmentSpec(_Entry):
     size: int = Field(ge=16)
-    # Five reference points in chip pixels, order: image-right eye outer corner, image-right eye
-    # inner corner, image-left eye outer corner, image-left eye inner corner, base of the nose.
+    points: PointSet = "dlib5"
+    # Five reference points in chip pixels, in the order of ``points``.
     template: tuple[tuple[float, float], ...] = Field(min_length=5, max_length=5)
 
 
@@ -111,32 +119,86 @@ class ModelSpec(_Entry):
         return np.asarray(self.alignment.template, dtype=np.float32)
 
 
+class ComponentSpec(_Entry):
+    """One model of a fused embedder and where its chip lies in the fused chip."""
+
+    id: str
+    weight: float = Field(gt=0, le=1)
+    # 2x3 similarity from fused-chip pixels to this component's chip pixels (its own alignment size).
+    transform: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+class FusedSpec(_Entry):
+    """An embedder whose vector is the weighted concatenation of its components' unit vectors.
+
+    With weights w_i (sum of squares 1) the cosine of two fused vectors is sum(w_i^2 cos_i): score
+    fusion that the database, matcher and commands see as one ordinary embedder.
+    """
+
+    id: str
+    role: Literal["embedder"]
+    components: tuple[ComponentSpec, ...] = Field(min_length=2)
+    alignment: AlignmentSpec
+    output: OutputSpec
+    metric: Literal["cosine"] = "cosine"
+    default_threshold: float = Field(ge=-1, le=1)
+    # As for a model file's entry (ModelSpec): how the threshold was chosen, and the calibrated band and margin.
+    threshold_source: str | None = None
+    uncertain_band: float | None = Field(None, ge=0, le=2)
+    margin: float | None = Field(None, ge=0, le=2)
+    quantization: str | None = None
+    licence: str
+    build: str | None = None
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _unit_weights(self) -> FusedSpec:
+        total = sum(c.weight**2 for c in self.components)
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"fused embedder {self.id}: squared weights sum to {total:.4f}, not 1")
+        return self
+
+    @cached_property
+    def template(self) -> FloatArray:
+        """The fused chip's alignment template as a (5, 2) float32 array."""
+        return np.asarray(self.alignment.template, dtype=np.float32)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int = Field(alias="schema")
-    models: tuple[ModelSpec, ...]
+    models: tuple[ModelSpec | FusedSpec, ...]
+    path: Path | None = Field(None, exclude=True)  # where it was read from, for error messages
 
-    def get(self, model_id: str) -> ModelSpec:
-        """The entry with this id, or a ModelError listing the ids there are."""
+    def embedder(self, model_id: str) -> ModelSpec | FusedSpec:
+        """The entry with this id, a model file's or a fused one, or a ModelError listing the ids there are."""
         for spec in self.models:
             if spec.id == model_id:
                 return spec
         known = ", ".join(s.id for s in self.models)
-        raise ModelError(f"no model {model_id!r} in the manifest (known: {known})")
+        raise ModelError(f"no model {model_id!r} in the manifest {self.path or MANIFEST_NAME} (known: {known})")
+
+    def get(self, model_id: str) -> ModelSpec:
+        """The entry of a model file with this id (a fused entry is an error: it has no file)."""
+        spec = self.embedder(model_id)
+        if isinstance(spec, FusedSpec):
+            raise ModelError(f"model {model_id!r} in {self.path or MANIFEST_NAME} is fused from other models")
+        return spec
 
 
 def load_manifest(models_dir: Path) -> Manifest:
     """Parse and validate ``models_dir/manifest.json``."""
     path = models_dir / MANIFEST_NAME
     try:
-        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        manifest = Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise ModelError(f"model manifest {path} does not exist") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(f"model manifest {path} is not valid JSON: {exc}") from exc
     except ValidationError as exc:
         raise ModelError(f"model manifest {path} is invalid: {exc}") from exc
+    return manifest.model_copy(update={"path": path})
 
 
 def model_path(models_dir: Path, spec: ModelSpec, *, verify: bool = True) -> Path:

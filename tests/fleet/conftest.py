@@ -26,10 +26,17 @@ from edgeface.fleet.service import start_replicator
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import enrollment_vision
 from edgeface.vision.analyzer import FaceAnalyzer
+from edgeface.vision.manifest import load_manifest
 from tests.conftest import Broker, MqttProbe
 
 FLEET_SECRET = "fleet-secret-of-the-test-site-0001"
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+
+
+# Width of the default embedder's vectors (the embeddings below).
+_DEFAULT = load_manifest(VisionConfig().models_dir).embedder(VisionConfig().embedder)
+assert _DEFAULT.output is not None
+DIM = _DEFAULT.output.size
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +124,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.db = FaceDatabase.open(self.root / "faces.npz", self.model_id, 128)
+        self.db = FaceDatabase.open(self.root / "faces.npz", self.model_id, DIM)
 
     def settings(self) -> Any:
         return load_settings(
@@ -134,7 +141,7 @@ class Stack:
         )
 
     def start(self) -> Stack:
-        self.db = FaceDatabase.open(self.root / "faces.npz", self.model_id, 128)
+        self.db = FaceDatabase.open(self.root / "faces.npz", self.model_id, DIM)
         self.replicator = start_replicator(
             self.settings(), self.db, host="127.0.0.1", port=self.port, protocol=MQTTProtocolVersion.MQTTv5
         )

@@ -18,7 +18,7 @@ from edgeface.fleet.records import (
     encode_tombstone,
 )
 from edgeface.matching.records import PersonRecord, SampleRecord, later_than, new_id, now_iso
-from tests.fleet.conftest import FLEET_SECRET
+from tests.fleet.conftest import DIM, FLEET_SECRET
 
 KEY = FleetKey(FLEET_SECRET.encode())
 MODEL = "dlib_resnet_v1_int8"
@@ -36,7 +36,7 @@ def _state(vectors: np.ndarray, origin: str = "door-a", negatives: int = 0) -> P
 
 
 def _decode(payload: bytes, person_id: str, model_id: str = MODEL, key: FleetKey = KEY) -> object:
-    return decode(payload, key=key, fleet_id="site", person_id=person_id, model_id=model_id, dim=128).body
+    return decode(payload, key=key, fleet_id="site", person_id=person_id, model_id=model_id, dim=DIM).body
 
 
 def test_person_round_trips_without_chips_and_with_float16_rounding(embeddings: dict[str, np.ndarray]) -> None:
@@ -58,8 +58,9 @@ def test_person_round_trips_without_chips_and_with_float16_rounding(embeddings: 
 def test_record_of_twenty_samples_is_small(embeddings: dict[str, np.ndarray]) -> None:
     vectors = np.stack([embeddings["obama.jpg"]] * 20)
     payload = encode_person(_state(vectors), fleet_id="site", publisher="door-a", model_id=MODEL, key=KEY)
-    # 20 x 128 float16 = 5,120 bytes, 6,828 in base64, plus ~150 bytes of JSON per sample.
-    assert 8_000 < len(payload) < 12_000, len(payload)
+    # 20 x DIM float16 in base64 (6,828 bytes for 128-d), plus ~150 bytes of JSON per sample.
+    vectors_b64 = 20 * DIM * 2 * 4 / 3
+    assert vectors_b64 + 1_000 < len(payload) < vectors_b64 + 5_000, len(payload)
 
 
 def test_forged_records_are_refused(embeddings: dict[str, np.ndarray]) -> None:

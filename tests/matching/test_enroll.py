@@ -62,7 +62,8 @@ def test_enroll_then_add_by_name_and_by_id(
     assert sample.source == "image" and sample.has_chip and sample.quality is not None
     assert sample.quality.face_px > 200 and abs(sample.quality.yaw) < 10
     chip = cv2.imdecode(np.frombuffer(db.chip(sample.id) or b"", np.uint8), cv2.IMREAD_COLOR)
-    assert chip.shape == (150, 150, 3)
+    size = enroller.analyzer.aligner.size  # the default embedder's chip (192 px for the fused one)
+    assert chip.shape == (size, size, 3)
 
     # the same name (any case) grows the same person, merging metadata
     second = enroller.from_images("barack", [face_image("obama2.jpg")], {"badge": 1})
@@ -214,7 +215,7 @@ def test_rebuild_re_embeds_stored_chips_for_a_new_model(
     barack = enroller.from_images("Barack", [face_image("obama.jpg"), face_image("obama2.jpg")]).person
     joe = enroller.from_images("Joe", [face_image("biden.jpg")]).person
     db.add_negative(barack.id, enroller.analyzer.analyze(face_image("biden.jpg"))[0].embedding.vector)
-    ghost = db.add_person("Ghost", None, np.eye(128, dtype=np.float32)[:1])  # no chip: cannot be re-embedded
+    ghost = db.add_person("Ghost", None, np.eye(db.dim, dtype=np.float32)[:1])  # no chip: cannot be re-embedded
 
     with FaceAnalyzer.from_config(enrollment_vision(VisionConfig(embedder="dlib_resnet_v1_float32"))) as float32:
         seen: list[int] = []
@@ -231,7 +232,34 @@ def test_rebuild_re_embeds_stored_chips_for_a_new_model(
     assert [s.id for s in rebuilt.get(barack.id).samples] == [s.id for s in barack.samples]
     result = match(rebuilt.snapshot(), probe, 2)[0]
     assert result.best is not None and result.best.name == "Barack" and result.best.similarity > 0.9
-    assert rebuilt.backups()[0].model_id == "dlib_resnet_v1_int8"  # the old database stays restorable
+    assert rebuilt.backups()[0].model_id == VisionConfig().embedder  # the old database stays restorable
     assert store.read_chip(db.path, barack.samples[0].id) is not None
     with pytest.raises(CommandError):
         rebuilt.get(ghost.id)
+
+
+def test_rebuild_turns_a_dlib_database_into_the_default_fused_one(
+    tmp_path: Path, analyzer: FaceAnalyzer, face_image: LoadImage
+) -> None:
+    """Databases of earlier releases hold 150 px dlib chips; the fused default derives its chip from them."""
+    dlib_vision = enrollment_vision(VisionConfig(embedder="dlib_resnet_v1_int8"))
+    with FaceAnalyzer.from_config(dlib_vision) as dlib:
+        old = FaceDatabase.open(tmp_path / "faces.npz", dlib.model_id, 128, backups=3, keep_images=True)
+        dlib_enroller = Enroller(old, dlib, GATE, dlib.embedder.default_threshold)
+        barack = dlib_enroller.from_images("Barack", [face_image("obama.jpg"), face_image("obama2.jpg")]).person
+        dlib_enroller.from_images("Joe", [face_image("biden.jpg")])
+    assert analyzer.model_id == VisionConfig().embedder != "dlib_resnet_v1_int8"
+    with pytest.raises(DatabaseError, match=r"faces\.npz holds dlib_resnet_v1_int8 .*edgeface db rebuild"):
+        FaceDatabase.open(old.path, analyzer.model_id, analyzer.embedder.dim)
+
+    summary = rebuild(old.path, analyzer, analyzer.model_id, analyzer.embedder.dim)
+    assert (summary.persons, summary.samples, summary.lost_samples) == (2, 3, ())
+    rebuilt = FaceDatabase.open(old.path, analyzer.model_id, analyzer.embedder.dim)
+    probe = analyzer.analyze(face_image("obama3.jpg"))[0].embedding.vector
+    fresh = analyzer.analyze(face_image("obama.jpg"))[0].embedding.vector
+    result = match(rebuilt.snapshot(), probe, 2)[0]
+    threshold = analyzer.embedder.default_threshold
+    assert result.best is not None and result.best.person_id == barack.id and result.best.similarity > threshold
+    assert len(result.candidates) == 2 and result.candidates[1].similarity < threshold
+    # The chip derived from dlib's lacks SFace's forehead rows; it still lands close to a fresh enrollment.
+    assert match(rebuilt.snapshot(), fresh, 1)[0].candidates[0].similarity > 0.9

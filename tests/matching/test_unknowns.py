@@ -193,7 +193,8 @@ def test_concurrent_observe_and_take(tmp_path: Path) -> None:
 
 def test_real_faces_cluster_by_person(tmp_path: Path, live_analyzer, face_image) -> None:  # type: ignore[no-untyped-def]
     """Two photos of Obama are one unknown; Biden is another (threshold: the model's match threshold)."""
-    s = spool(tmp_path, threshold=live_analyzer.embedder.default_threshold, samples_per_cluster=5)
+    threshold = live_analyzer.embedder.default_threshold
+    s = spool(tmp_path, threshold=threshold, samples_per_cluster=5)
 
     def embed(name: str) -> np.ndarray:
         (face,) = live_analyzer.analyze(face_image(name))
@@ -204,8 +205,9 @@ def test_real_faces_cluster_by_person(tmp_path: Path, live_analyzer, face_image)
     biden = s.observe(embed("biden.jpg"), now=12.0)
     obama3 = s.observe(embed("obama3.jpg"), now=13.0)
     assert obama.is_new and not obama2.is_new and obama2.unknown_id == obama.unknown_id
-    assert obama2.similarity > 0.95
-    assert biden.is_new and biden.unknown_id != obama.unknown_id and biden.similarity < 0.85
+    # Clear of the threshold on both sides (dlib: above 0.95 and below 0.85 with its 0.924).
+    assert obama2.similarity > threshold + 0.025
+    assert biden.is_new and biden.unknown_id != obama.unknown_id and biden.similarity < threshold - 0.07
     assert obama3.unknown_id == obama.unknown_id
     assert s.get(obama.unknown_id).samples == 3 and s.get(biden.unknown_id).samples == 1
 

@@ -133,7 +133,11 @@ def test_recognises_an_enrolled_person_and_spools_a_stranger(
     assert recorder.states[0][0] == "streaming" and recorder.states[-1][0] == "ended"
     # The samples of both tracks are kept for 'enroll {track_id}' / 'reject {track_id}'.
     samples = pipeline.track_samples(stranger.track_id)
-    assert samples and samples[0][0].shape == (vision.embedder.dim,) and samples[0][1].shape[:2] == (150, 150)
+    assert (
+        samples
+        and samples[0][0].shape == (vision.embedder.dim,)
+        and samples[0][1].shape[:2] == (vision.aligner.size,) * 2
+    )
     m = pipeline.metrics()
     assert m["frames"] == 24 and m["processed"] == 24  # not paced in real time: lossless, every frame
     assert sum(m["drops"].values()) == 0
@@ -236,9 +240,18 @@ def test_hamilton_clip_recognises_both_performers(
     assert pipeline.drained.wait(120)
     assert pipeline.join(2.0) == []
     known = [d for d in recorder.decisions if d.status == "known"]
-    # Lin-Manuel Miranda faces the camera for seconds. Alex Lacamoire is only seen at the end, turned
+    # Lin-Manuel Miranda faces the camera for seconds. Alex Lacamoire is seen near profile (the fused
+    # default names him there, just above its threshold, after an 'uncertain') and, at the end, turned
     # away and motion-blurred: those faces are gated (bad_pose / too_blurry), never guessed.
     assert "lin_manuel_miranda" in {ids[d.person_id] for d in known if d.person_id}, recorder.decisions
     assert all(d.person_id in ids for d in known)
-    assert len({d.track_id for d in recorder.decisions}) == len(recorder.decisions)  # one decision per track
+    # One decision per track, and later ones only to name the person an 'uncertain' track turns out to be
+    # (the decider's rule): never a repeat, never a second name.
+    per_track: dict[int, list[Decision]] = {}
+    for d in recorder.decisions:
+        per_track.setdefault(d.track_id, []).append(d)
+    for decisions in per_track.values():
+        first, *later = decisions
+        assert all(d.status == "known" for d in later) and (not later or first.status == "uncertain"), decisions
+        assert len({d.person_id for d in decisions if d.status == "known"}) <= 1, decisions
     assert pipeline.metrics()["frames"] == 275

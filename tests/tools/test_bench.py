@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from edgeface.cli import main
+from edgeface.config import VisionConfig
 from edgeface.tools import reference
+from edgeface.tools.encoders import embedder_ids
 from edgeface.tools.instrument import STAGES
 
 needs_reference = pytest.mark.skipif(not reference.available(), reason="dlib reference not installed")
@@ -110,8 +112,9 @@ def test_bench_embed(persons_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     rows = json.loads(out.read_text())["embedders"]
     edge = [r for r in rows if r["model_id"] != "dlib_reference"]
     assert {(r["model_id"], r["threads"]) for r in edge} == {
-        (m, t) for m in ("dlib_resnet_v1_int8", "dlib_resnet_v1_float32") for t in (1, 2)
+        (m, t) for m in embedder_ids(VisionConfig().models_dir) for t in (1, 2)
     }
+    assert {"dlib_resnet_v1_int8", "sface_2021dec_int8", VisionConfig().embedder} <= {r["model_id"] for r in edge}
     assert all(r["faces"] == 3 and r["ms_per_face"]["p50"] > 0 for r in rows)
     assert any(r["model_id"] == "dlib_reference" for r in rows) == reference.available()
 
