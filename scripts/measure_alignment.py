@@ -11,6 +11,7 @@ HOG detector and 5-point predictor, and keeps the largest face of each. Step 2 p
 * per dlib point, the FaceMesh point nearest to it (mean error as a fraction of the inter-ocular distance),
 * the chip-grid displacement of edgeface's chip from dlib's, by head yaw,
 * where BlazeFace's six keypoints land in dlib's chip (mean and spread): the fallback template,
+* where they land in the ArcFace chip aligned on FaceMesh's ArcFace points: the arcface5 fallback template,
 * a linear fit of FaceMesh yaw on the keypoints' ear asymmetry (the fallback's yaw estimate),
 * verification on the pairs (int8 embedder) with chips aligned by each variant: FaceMesh points on the
   manifest template, dlib's own points, FaceMesh points on a refitted template, BlazeFace keypoints.
@@ -36,7 +37,8 @@ from edgeface.tools.reference import ReferencePipeline
 from edgeface.vision.align import Aligner, similarity
 from edgeface.vision.analyzer import FaceAnalyzer
 from edgeface.vision.imageio import load_image
-from edgeface.vision.landmarks import FIVE_POINT_INDICES
+from edgeface.vision.keypoints import ARCFACE_REFERENCE_TEMPLATE
+from edgeface.vision.landmarks import ARCFACE_POINT_INDICES, FIVE_POINT_INDICES
 from edgeface.vision.quality import head_pose
 
 EMBEDDER = "dlib_resnet_v1_int8"
@@ -84,6 +86,27 @@ def collect(images: list[Path], out: Path) -> None:
         if (i + 1) % 250 == 0:
             print(f"collected {i + 1}/{n}", file=sys.stderr)
     np.savez(out, files=np.array([str(p) for p in images]), mesh=mesh, keypoints=keypoints, boxes=boxes, dlib5=dlib5)
+
+
+def arcface_keypoints(mesh: np.ndarray, kps: np.ndarray, sel: np.ndarray) -> None:
+    """Print where the keypoints land in the ArcFace chip (FaceMesh's ArcFace points on its template).
+
+    Median and robust spread (interquartile range / 1.349, px of 112) over the faces ``sel``.
+    """
+    landed = []
+    for i in sel:
+        points = np.array([mesh[i, list(group), :2].mean(axis=0) for group in ARCFACE_POINT_INDICES])
+        landed.append(_apply(similarity(points, ARCFACE_REFERENCE_TEMPLATE), kps[i]))
+    chip = np.stack(landed)
+    median = np.median(chip, axis=0)
+    q1, q3 = np.percentile(chip, [25, 75], axis=0)
+    spread = (q3 - q1) / 1.349
+    print(f"keypoints in the ArcFace chip ({len(sel)} faces):")
+    for k, name in enumerate(KEYPOINT_NAMES):
+        print(
+            f"  keypoint {name}: median ({median[k, 0]:.2f}, {median[k, 1]:.2f}), spread ({spread[k, 0]:.2f}, "
+            f"{spread[k, 1]:.2f}) px"
+        )
 
 
 def grid_rms(a: np.ndarray, b: np.ndarray, size: int) -> float:
@@ -172,6 +195,9 @@ def main() -> int:
             f"keypoint {name}: median ({kp_mean[k, 0]:.2f}, {kp_mean[k, 1]:.2f}), std ({kp_std[k, 0]:.2f}, "
             f"{kp_std[k, 1]:.2f}) px"
         )
+
+    # 4b. The same in the ArcFace chip (the arcface5 point set's fallback template).
+    arcface_keypoints(mesh, kps, np.flatnonzero(has_mesh & has_kp & fit))
 
     # 5. Yaw from the keypoints: ear asymmetry of the nose tip.
     sel_y = np.flatnonzero(has_kp & has_mesh & fit & ~np.isnan(yaw))

@@ -47,8 +47,8 @@ ARCFACE_REFERENCE_TEMPLATE = np.array(
     dtype=np.float64,
 )
 # ... and the used keypoints' median position in its chip, aligned on FaceMesh's ArcFace points, over
-# the LFW View 1 training photos FaceMesh accepted (3,377 faces; spread ~1.5-2.5 px per axis, the
-# nose tip's 4.4-5.8 px).
+# the LFW View 1 training photos FaceMesh accepted (3,377 faces, scripts/measure_alignment.py; robust
+# spread ~1.5-2.5 px per axis, the nose tip's 4.4-5.8 px).
 ARCFACE_KEYPOINT_TEMPLATE = np.array([[37.70, 52.63], [75.19, 52.92], [56.00, 93.42]], dtype=np.float64)
 _REFERENCES: dict[PointSet, tuple[F64, F64]] = {
     "dlib5": (REFERENCE_TEMPLATE, KEYPOINT_TEMPLATE),
