@@ -133,14 +133,32 @@ def presence_payload(present: bool) -> str:
 
 
 def link_document(stats: LinkStats) -> dict[str, Any]:
-    """The ``broker`` block of the state document."""
-    return {
+    """The ``broker`` block of the state document.
+
+    ``{connected, published, dropped, reconnects, queued, outbox: {durable, queued, bytes, delivered,
+    dropped, oldest_age_s, spilled}}``; ``outbox`` counts since the outbox was created (``dropped``
+    across restarts when it is durable), ``oldest_age_s`` is null when nothing waits, ``spilled``
+    counts messages held in memory because the disk refused them.
+    """
+    document: dict[str, Any] = {
         "connected": stats.connected,
         "published": stats.published,
         "dropped": stats.dropped,
         "reconnects": stats.reconnects,
         "queued": stats.queued,
     }
+    if stats.outbox is not None:
+        o = stats.outbox
+        document["outbox"] = {
+            "durable": o.durable,
+            "queued": o.queued,
+            "bytes": o.bytes,
+            "delivered": o.delivered,
+            "dropped": o.dropped,
+            "oldest_age_s": None if o.oldest_age_s is None else round(o.oldest_age_s, 1),
+            "spilled": o.spilled,
+        }
+    return document
 
 
 def state_document(

@@ -186,6 +186,11 @@ class Pipeline:
         self._started_at: float | None = None
 
     @property
+    def source_failure(self) -> str | None:
+        """Why a finite replay ended early (vanished, unreadable), or None; read once ``drained`` is set."""
+        return self.capture.failure
+
+    @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
 

@@ -11,6 +11,13 @@ supervises: watchdog pings while every stage's heartbeat is fresh, status/state 
 
 A changed config file is validated first; a valid one restarts the components in-process with the
 new settings (the whole object is swapped, never patched), an invalid one is logged and ignored.
+
+What must survive a restart lives in the state directory (created 0700): the database, the unknown
+spool and ``mqtt.sqlite3`` -- the durable outbox (events queued during an outage) and the nonce
+window of signed commands, so neither a restart nor a reload loses an event or reopens a replay.
+
+Exit codes: 0 when stopped or when a finite replay ended; a replay whose file or folder vanished
+(or that fails to read) ends with the source error's 4, so that systemd restarts the unit.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
 from edgeface.data import Decision
-from edgeface.errors import BrokerError, EdgefaceError
+from edgeface.errors import BrokerError, EdgefaceError, SourceError, storage_error
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
 from edgeface.liveness.passive import PassiveLiveness, open_passive
@@ -44,16 +51,20 @@ from edgeface.mqtt.broker import EmbeddedBroker
 from edgeface.mqtt.commands import CommandDispatcher
 from edgeface.mqtt.controls import HaControls, controls_enabled, controls_key
 from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
+from edgeface.mqtt.durable import DurableOutbox
 from edgeface.mqtt.link import MqttLink
+from edgeface.mqtt.nonces import SqliteNonces
+from edgeface.mqtt.outbox import Outbox
 from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.retained import RetainedState
-from edgeface.mqtt.signing import Verifier, load_keys
+from edgeface.mqtt.signing import DEFAULT_NONCE_CACHE, Verifier, load_keys
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline
 from edgeface.service.device import Device
 from edgeface.service.health import Health, SourceStatus
 from edgeface.service.reload import FileWatcher
+from edgeface.service.signals import SignalStop
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
@@ -105,16 +116,21 @@ class Daemon:
         config_path: Path | None,
         stop: threading.Event,
         echo: Callable[[str], None] | None = None,
+        signals: SignalStop | None = None,
     ) -> None:
-        """``echo`` receives ``"<topic> <payload>"`` for each published event (the CLI prints them)."""
+        """``echo`` receives ``"<topic> <payload>"`` for each published event (the CLI prints them);
+        ``signals`` is the lock-free stop request of ``edgeface run``'s signal handlers (other
+        threads, such as tests and the config watcher, set ``stop`` directly)."""
         self.settings = settings
         self.echo = echo
         self.config_path = config_path
         self.stop = stop
+        self.signals = signals
         self.notifier = Notifier()
         self._reload_requested = threading.Event()
         self._pending: Settings | None = None
         self._problems = LastProblem()  # the state document's ``last_error``, across reloads
+        self._failure: EdgefaceError | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -135,7 +151,10 @@ class Daemon:
                 self._supervise()
                 self.notifier.stopping()
                 _LOGGER.info("stopping")
-            if not self._reload_requested.is_set() or self._pending is None:
+            if self._failure is not None:
+                raise self._failure
+            signalled = self.signals is not None and self.signals.requested
+            if signalled or not self._reload_requested.is_set() or self._pending is None:
                 return 0
             _LOGGER.info("restarting with the reloaded configuration")
             self.settings, self._pending = self._pending, None
@@ -144,7 +163,7 @@ class Daemon:
 
     def _start(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
-        s.device.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_state_dir()
         self.topics = Topics(s.mqtt.base_topic, s.device.id)
         started_at = time.time()
         source = self._start_source()
@@ -164,6 +183,14 @@ class Daemon:
         self._start_watcher(stack)
 
     # --- start steps, in order ------------------------------------------------------------------
+
+    def _start_state_dir(self) -> None:
+        state_dir = self.settings.device.state_dir
+        try:
+            # Owner-only: it holds faces, their embeddings and the queued events.
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, state_dir, "cannot create the state directory") from exc
 
     def _start_source(self) -> FrameSource:
         s = self.settings.source
@@ -219,6 +246,17 @@ class Daemon:
         s = self.settings
         # Separate from ``self.stop``: the link keeps running until the stages drained.
         self._link_stop = threading.Event()
+        outbox: Outbox | None = None
+        if s.mqtt.outbox_durable:
+            durable = DurableOutbox(
+                s.mqtt_state_path,
+                max_messages=s.mqtt.outbox_size,
+                max_bytes=s.mqtt.outbox_max_bytes,
+                max_age_s=s.mqtt.outbox_max_age_s,
+            )
+            # Pushed before the link's stop: closed after the link stopped using it.
+            stack.callback(durable.close)
+            outbox = durable
         self.link = MqttLink(
             s.mqtt,
             self.topics,
@@ -228,6 +266,7 @@ class Daemon:
             host=address.host,
             port=address.port,
             protocol=address.protocol,
+            outbox=outbox,
         )
         stack.callback(self.link.stop)
 
@@ -277,9 +316,12 @@ class Daemon:
             fleet_status=self._fleet_status if s.fleet.enabled else None,
             still_liveness=self.still_liveness,
         )
-        verifier = (
-            Verifier(load_keys(s.security.keys_file), s.security.max_skew_s) if s.security.require_signature else None
-        )
+        verifier = None
+        if s.security.require_signature:
+            # The window lives in the state file: a reload or a restart does not reopen it.
+            nonces = SqliteNonces(s.mqtt_state_path, DEFAULT_NONCE_CACHE)
+            stack.callback(nonces.close)
+            verifier = Verifier(load_keys(s.security.keys_file), s.security.max_skew_s, nonces=nonces)
         self._dispatcher = CommandDispatcher(
             device, self.link, self.topics, s.security, self._link_stop, verifier=verifier
         )
@@ -388,9 +430,12 @@ class Daemon:
         next_status = 0.0
         next_ping = 0.0
         ping_every = self.notifier.watchdog_interval_s or TICK_S
-        while not self.stop.wait(TICK_S):
+        while not self._wait(TICK_S):
             now = time.monotonic()
             if self.pipeline.drained.is_set():
+                failure = self.pipeline.source_failure
+                if failure is not None:
+                    self._failure = SourceError(f"source {self.source_status.uri}: {failure}")
                 _LOGGER.info("source %s ended; stopping", self.source_status.uri)
                 self.stop.set()
                 break
@@ -406,6 +451,15 @@ class Daemon:
                 self.publisher.state(self.health.document())
                 self.notifier.status(self.health.status_line())
                 next_status = now + self.settings.service.status_interval_s
+
+    def _wait(self, timeout: float) -> bool:
+        """Sleep one tick; True once a stop was asked for (by a signal or another thread)."""
+        if self.signals is None:
+            return self.stop.wait(timeout)
+        if self.signals.wait(timeout):
+            # The handler only flagged it: setting the event (which takes a lock) happens here.
+            self.stop.set()
+        return self.stop.is_set()
 
     # --- callbacks between the components ----------------------------------------------------------
 

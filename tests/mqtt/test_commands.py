@@ -235,11 +235,61 @@ def test_full_queue_answers_busy_at_once(mosquitto, mqtt_probe) -> None:  # type
             assert device.entered.wait(10)
             mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "queued"}))
             mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "third"}))
-            assert "busy" in _error(mqtt_probe.wait_json(dev.topics.reply("third")), "internal")
+            assert "busy" in _error(mqtt_probe.wait_json(dev.topics.reply("third")), "busy")
         finally:
             device.gate.set()
         assert mqtt_probe.wait_json(dev.topics.reply("first"))["ok"] is True
         assert mqtt_probe.wait_json(dev.topics.reply("queued"))["ok"] is True
+
+
+def test_deep_json_is_bad_request_before_parsing(dev: RunningDevice, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    deep = '{"request_id": "deep", "y": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    message = _error(ask_raw(mqtt_probe, dev, "status", deep), "bad_request")
+    assert "nests 100001 levels deep; the limit is 32" in message
+    # Brackets inside strings are data, not nesting: this one is parsed, and refused for its unknown field.
+    assert "note" in _error(ask(mqtt_probe, dev, "status", note="[" * 1000), "bad_request")
+    # A 5000-digit integer is refused as a bad request, not an internal error.
+    huge = '{"n": ' + "9" * 5000 + "}"
+    assert "cannot be decoded" in _error(ask_raw(mqtt_probe, dev, "status", huge), "bad_request")
+    assert ask(mqtt_probe, dev, "status")["ok"] is True  # the worker and paho's thread are fine
+
+
+def test_every_payload_gets_one_reply_while_the_queue_is_full(mosquitto, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    device = _BlockingDevice()
+    bad: list[bytes] = [
+        b"[" * 1000,  # deep, unterminated
+        json.dumps({"request_id": "d", "a": json.loads("[" * 40 + "]" * 40)}).encode(),  # deep, valid JSON
+        b"\xff\xfe\x00binary" * 50,  # not UTF-8
+        b"x" * 2000,  # over max_payload_bytes (1024 here)
+        b'{"request_id": "' + b"r" * 200 + b'"}',  # unusable request id
+        b"[1, 2, 3]",  # not an object
+        b"",  # empty: status
+    ]
+    security = SecurityConfig(max_payload_bytes=1024)
+    with running_device(mosquitto.port, device=device, queue_size=1, security=security) as dev:
+        try:
+            mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "first"}))
+            assert device.entered.wait(10)
+            mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "queued"}))
+            mqtt_probe.wait_for(dev.topics.command("status"), predicate=lambda m: b"queued" in m.payload)
+            topics = []
+            for i, body in enumerate(bad):
+                topic = f"test/{uuid.uuid4().hex}/full-{i}"
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic = topic
+                mqtt_probe.publish(dev.topics.command("status"), body, properties=props)
+                topics.append(topic)
+            codes = [json.loads(mqtt_probe.wait_for(t).payload)["error"]["code"] for t in topics]
+            assert codes == ["busy", "busy", "busy", "too_large", "busy", "busy", "busy"]
+        finally:
+            device.gate.set()
+        assert mqtt_probe.wait_json(dev.topics.reply("first"))["ok"] is True
+        assert mqtt_probe.wait_json(dev.topics.reply("queued"))["ok"] is True
+        # A last command answered after everything else: no second reply to any of them came before it.
+        assert ask(mqtt_probe, dev, "status")["ok"] is True
+        for topic in topics:
+            with pytest.raises(AssertionError):
+                mqtt_probe.wait_for(topic, timeout=0.2)
 
 
 def test_commands_overtaken_by_shutdown_are_answered(mosquitto, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
