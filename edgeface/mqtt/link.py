@@ -213,7 +213,9 @@ class MqttLink:
         self._closing = True
         deadline = time.monotonic() + STOP_FLUSH_S
         unsent = self._delivery.close(deadline)
-        if unsent:
+        if unsent and self._delivery.outbox_stats().durable:
+            _LOGGER.info("MQTT: %d queued messages kept on disk for the next start", unsent)
+        elif unsent:
             _LOGGER.warning("MQTT: %d queued messages were not delivered before shutdown", unsent)
         if self.connected:
             offline = OutMessage(self._topics.status, OFFLINE.encode(), STATUS_QOS, retain=True)
