@@ -110,8 +110,8 @@ class DurableOutbox:
                 if message.retain:
                     replaced = self._conn.execute(
                         "DELETE FROM outbox WHERE retain = 1 AND topic = ? AND seq NOT IN "
-                        f"({','.join('?' * len(self._in_flight))})",
-                        (message.topic, *self._in_flight),
+                        f"({','.join('?' * len(self._taken()))})",
+                        (message.topic, *self._taken()),
                     ).rowcount
                 else:
                     self._make_room(len(message.payload), now)
@@ -153,11 +153,11 @@ class DurableOutbox:
 
     def take(self) -> OutMessage | None:
         self._expire(self._clock())
-        taken = ",".join("?" * len(self._in_flight))
+        taken = self._taken()
         row = self._conn.execute(
             "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
-            f"WHERE seq NOT IN ({taken}) ORDER BY seq LIMIT 1",
-            tuple(self._in_flight),
+            f"WHERE seq NOT IN ({','.join('?' * len(taken))}) ORDER BY seq LIMIT 1",
+            taken,
         ).fetchone()
         if row is None:
             return self._spill.popleft() if self._spill else None
@@ -225,6 +225,10 @@ class DurableOutbox:
 
     # --- internals (inside a transaction) ---------------------------------------------------------
 
+    def _taken(self) -> tuple[int, ...]:
+        """Rows not to hand out or drop: in flight, or acknowledged and waiting for their batch delete."""
+        return (*self._in_flight, *self._acked)
+
     def _counter(self, name: str) -> int:
         row = self._conn.execute("SELECT value FROM outbox_counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
@@ -261,10 +265,11 @@ class DurableOutbox:
         self._save_counters()
 
     def _drop_oldest(self) -> bool:
-        taken = ",".join("?" * len(self._in_flight))
+        taken = self._taken()
+        marks = ",".join("?" * len(taken))
         row = self._conn.execute(
-            f"SELECT seq, LENGTH(payload) FROM outbox WHERE retain = 0 AND seq NOT IN ({taken}) ORDER BY seq LIMIT 1",
-            tuple(self._in_flight),
+            f"SELECT seq, LENGTH(payload) FROM outbox WHERE retain = 0 AND seq NOT IN ({marks}) ORDER BY seq LIMIT 1",
+            taken,
         ).fetchone()
         if row is None:
             return False  # only in-flight events left: they are the broker's now
@@ -275,16 +280,17 @@ class DurableOutbox:
         return True
 
     def _drop_where(self, condition: str, args: tuple[float, ...], why: str) -> None:
-        taken = ",".join("?" * len(self._in_flight))
+        busy = self._taken()
+        taken = ",".join("?" * len(busy))
         row = self._conn.execute(
             f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox "
             f"WHERE retain = 0 AND {condition} AND seq NOT IN ({taken})",
-            (*args, *self._in_flight),
+            (*args, *busy),
         ).fetchone()
         if not row[0]:
             return
         self._conn.execute(
-            f"DELETE FROM outbox WHERE retain = 0 AND {condition} AND seq NOT IN ({taken})", (*args, *self._in_flight)
+            f"DELETE FROM outbox WHERE retain = 0 AND {condition} AND seq NOT IN ({taken})", (*args, *busy)
         )
         self._events -= int(row[0])
         self._bytes -= int(row[1])

@@ -172,3 +172,23 @@ def test_an_unreadable_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCap
         outbox.close()
     assert len(list(tmp_path.glob("o.sqlite3.corrupt-*"))) == 1
     assert "unreadable" in caplog.text
+
+
+def test_an_acknowledged_message_is_never_handed_out_again_before_its_batch_commits(tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path / "o.sqlite3", max_messages=3)
+    try:
+        for n in range(3):
+            outbox.put(_event(n))
+        first, second = outbox.take(), outbox.take()
+        assert first is not None and second is not None
+        outbox.done(first)  # acknowledged; its delete waits for the batch (the second is in flight)
+        third = outbox.take()
+        assert third is not None and third.payload == _event(2).payload
+        assert outbox.take() is None  # not the acknowledged first one again
+        outbox.put(_event(3))  # the count bound drops no acknowledged or in-flight row
+        assert outbox.dropped == 0
+        outbox.done(second)
+        outbox.done(third)
+        assert [m.payload for m in _drain(outbox)] == [_event(3).payload]
+    finally:
+        outbox.close()
