@@ -13,7 +13,6 @@ import os
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -288,12 +287,13 @@ def test_twenty_reloads_keep_rss_flat(tmp_path: Path, samples_dir: Path, mosquit
             time.sleep(1.0)  # let the new run settle into its steady state before sampling
             samples.append(run.rss_mb())
         assert run.stop() == 0
-    first, last = statistics.median(samples[:5]), statistics.median(samples[-5:])
+    # Samples alternate by ~7 MB with what is in flight at that instant; the floor of 5 samples is what a leak lifts.
+    first, last = min(samples[:5]), min(samples[-5:])
     print(
         f"\nRSS over {reloads} reloads (MB): {', '.join(f'{s:.0f}' for s in samples)}; "
-        f"median of the first 5 {first:.1f}, of the last 5 {last:.1f}, growth {last - first:+.1f}"
+        f"lowest of the first 5 {first:.1f}, of the last 5 {last:.1f}, growth {last - first:+.1f}"
     )
-    # Before the models were kept across reloads each reload added ~45 MB.
+    # Before the models were kept across reloads each reload added ~36-45 MB.
     assert last - first < 10.0
 
 
