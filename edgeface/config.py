@@ -312,6 +312,15 @@ class ServiceConfig(_Section):
     status_interval_s: float = Field(10.0, gt=0, le=3600, description="Period of the metrics/status update.")
 
 
+class AttributesConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="Estimate facial expression (emotion) in 'analyze' replies and recognition events; off by default "
+        "because expression inference is a sensitive use that many deployments must not run.",
+    )
+    model: str = Field("fer_mini_xception", description="Attributes model id from models/manifest.json.")
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     json_format: bool = Field(False, description="One JSON object per log line (journald/Loki friendly).")
@@ -342,6 +351,7 @@ class Settings(BaseSettings):
     pipeline: PipelineConfig = PipelineConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
+    attributes: AttributesConfig = AttributesConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -91,10 +91,12 @@ class CommandError(EdgefaceError):
 
     exit_code = 7
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, extra: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
+        # Fields the reply carries beside ``error`` (e.g. ``face_detected: false`` with ``no_face``).
+        self.extra: dict[str, object] = dict(extra or {})
 
 
 class ImageError(EdgefaceError):

@@ -123,9 +123,14 @@ class ReplyCache:
             self._items.popitem(last=False)
 
 
-def error_reply(request_id: str, verb: str, code: ErrorCode, message: str) -> dict[str, Any]:
-    """The reply document of a refused command."""
-    return {"ok": False, "request_id": request_id, "verb": verb, "error": {"code": code, "message": message}}
+def error_reply(
+    request_id: str, verb: str, code: ErrorCode, message: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The reply document of a refused command; ``extra`` fields never override the envelope."""
+    error = {"code": code, "message": message}
+    reply: dict[str, Any] = {"ok": False, "request_id": request_id, "verb": verb, "error": error}
+    reply.update((k, v) for k, v in (extra or {}).items() if k not in reply)
+    return reply
 
 
 def ok_reply(request_id: str, verb: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +231,7 @@ class CommandDispatcher:
             # Only a client's own id can come back in a retry; generated ones are not remembered.
             return self._apply(request.verb, obj, request_id, remember=given_id is not None)
         except CommandError as exc:
-            return error_reply(request_id, request.verb, exc.code, exc.message)
+            return error_reply(request_id, request.verb, exc.code, exc.message, exc.extra)
         except StorageError as exc:
             return error_reply(request_id, request.verb, "storage", str(exc))
         except Exception:
@@ -298,7 +303,7 @@ class CommandDispatcher:
         try:
             reply = ok_reply(request_id, verb, spec.handler(self._ctx, payload))
         except CommandError as exc:
-            reply = error_reply(request_id, verb, exc.code, exc.message)
+            reply = error_reply(request_id, verb, exc.code, exc.message, exc.extra)
         except StorageError as exc:
             # Disk full / read-only: the caller can act on it (and nothing was half-written).
             reply = error_reply(request_id, verb, "storage", str(exc))

@@ -70,6 +70,7 @@ from edgeface.service.health import Health, SourceStatus
 from edgeface.service.memory import release_memory
 from edgeface.service.reload import FileWatcher
 from edgeface.service.signals import SignalStop
+from edgeface.service.still import StillImages
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
@@ -141,6 +142,7 @@ class Daemon:
     still_analyzer: FaceAnalyzer
     passive: PassiveLiveness | None
     still_liveness: StillLiveness
+    still: StillImages
     link: MqttLink
     publisher: EventPublisher
     source_status: SourceStatus
@@ -272,6 +274,8 @@ class Daemon:
         self.still_analyzer = self._enroll_analyzer  # also the still-image verbs': same command thread
         gate = EnrollmentGate.from_config(s.database)
         self.enroller = Enroller(self.db, self._enroll_analyzer, gate, duplicate_threshold=match_threshold)
+        # Still-image requests share the command worker's analyzer with enrollment (same thread).
+        self.still = StillImages.from_config(s, self._enroll_analyzer, self.db, self.spool)
 
     def _start_liveness(self) -> None:
         """Passive liveness models: one for the pipeline, one for still images (the ``liveness`` verb)."""
@@ -363,6 +367,8 @@ class Daemon:
             on_persons_changed=self._persons_changed,
             fleet_status=self._fleet_status if s.fleet.enabled else None,
             still_liveness=self.still_liveness,
+            device_id=s.device.id,
+            still=self.still,
         )
         verifier = None
         if s.security.require_signature:
