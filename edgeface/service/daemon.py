@@ -70,7 +70,7 @@ from edgeface.service.health import Health, SourceStatus
 from edgeface.service.memory import release_memory
 from edgeface.service.reload import FileWatcher
 from edgeface.service.signals import SignalStop
-from edgeface.service.still import StillImages
+from edgeface.service.still import StillImages, event_attributes
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
@@ -341,6 +341,7 @@ class Daemon:
             on_source_state=self._on_source_state,
             unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
             stop=threading.Event(),
+            attributes=event_attributes(s),
         )
 
     def _start_health(self, started_at: float) -> None:

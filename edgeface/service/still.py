@@ -58,6 +58,19 @@ class PassiveCheck(Protocol):
     def check(self, image_bgr: ImageArray, bbox: BBox) -> PassiveResultLike: ...
 
 
+def event_attributes(settings: Settings) -> Callable[[ImageArray, BBox], dict[str, float]] | None:
+    """The emotion of a recognised face for its event, on an interpreter of the decide thread's own;
+    None unless ``attributes.enabled``."""
+    if not settings.attributes.enabled:
+        return None
+    classifier = EmotionClassifier(settings.vision.models_dir, settings.attributes.model, settings.vision.threads)
+
+    def emotion(image: ImageArray, bbox: BBox) -> dict[str, float]:
+        return classifier.classify(image, [bbox])[0].probabilities
+
+    return emotion
+
+
 class _Clock:
     """Milliseconds per named stage of one request."""
 

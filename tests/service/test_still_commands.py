@@ -20,8 +20,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeface.config import load_settings
+from edgeface.config import DatabaseConfig, VisionConfig, load_settings
+from edgeface.matching.db import FaceDatabase
+from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.service.daemon import Daemon
+from edgeface.vision.analyzer import FaceAnalyzer
 from tests.conftest import Broker, MqttProbe
 
 pytestmark = pytest.mark.slow
@@ -226,3 +229,48 @@ def test_reset_empties_the_database_and_keeps_a_backup(cmd: Commander, samples_d
     assert cmd("list")["total"] == 0
     restored = cmd("restore", {"backup_id": reply["backup"]})
     assert restored["ok"] is True and restored["persons"] == 1
+
+
+def test_recognition_events_carry_emotion_only_when_enabled(
+    tmp_path: Path, samples_dir: Path, mosquitto: Broker, mqtt_probe: MqttProbe
+) -> None:
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    for i in range(4):
+        (replay / f"{i}.jpg").write_bytes((samples_dir / "obama2.jpg").read_bytes())
+    for enabled in (True, False):
+        device = f"emotion-{str(enabled).lower()}"
+        settings = load_settings(
+            None,
+            device={"id": device, "state_dir": str(tmp_path / device)},
+            source={"uri": str(replay), "realtime": False, "loop": False},
+            mqtt={"host": "127.0.0.1", "port": mosquitto.port},
+            service={"reload_on_change": False},
+            attributes={"enabled": enabled},
+        )
+        _enroll_offline(settings.db_path, samples_dir / "obama.jpg")
+        stop = threading.Event()
+        thread = threading.Thread(target=Daemon(settings, None, stop).run, name="test-daemon")
+        thread.start()
+        try:
+            event = mqtt_probe.wait_json(f"edgeface/{device}/recognition", timeout=90)
+        finally:
+            thread.join(60)  # the finite replay ends the daemon
+            stop.set()
+        assert not thread.is_alive()
+        assert event["name"] == "Barack Obama"
+        if enabled:
+            assert len(event["emotion"]["probabilities"]) == 7
+            assert sum(event["emotion"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+            assert "attributes" in event["stage_ms"]
+        else:
+            assert "emotion" not in event
+
+
+def _enroll_offline(db_path: Path, photo: Path) -> None:
+    with FaceAnalyzer.from_config(VisionConfig()) as analyzer:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = FaceDatabase.open(db_path, analyzer.model_id, analyzer.embedder.dim)
+        Enroller(db, analyzer, EnrollmentGate.from_config(DatabaseConfig()), 0.95).from_images(
+            "Barack Obama", [photo.read_bytes()]
+        )
