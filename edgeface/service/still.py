@@ -16,24 +16,24 @@ puts an unknown face into the unknowns spool, where it can be confirmed like a c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgeface.config import DecisionConfig, Settings
-from edgeface.data import BBox, Candidate, Face, ImageArray, Match, Quality
+from edgeface.data import BBox, Candidate, Face, ImageArray, Match
 from edgeface.errors import CommandError, ImageError
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.matcher import match
 from edgeface.matching.unknowns import UnknownSpool
 from edgeface.pipeline.rules import Thresholds, classify, gate
+from edgeface.service.pacing import Pacer
+from edgeface.service.still_json import Clock, candidate_json, keypoints, quality_json
 from edgeface.vision.analyzer import AlignedFace, FaceAnalyzer
 from edgeface.vision.emotion import EmotionClassifier
 from edgeface.vision.imageio import ImageTooLargeError, decode_image
-from edgeface.vision.landmarks import five_points
 
 # Largest number of candidates a request may ask for; more says nothing a door controller can use.
 MAX_TOP_K = 50
@@ -71,60 +71,6 @@ def event_attributes(settings: Settings) -> Callable[[ImageArray, BBox], dict[st
     return emotion
 
 
-class _Clock:
-    """Milliseconds per named stage of one request."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.ms: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1000.0
-
-    def report(self) -> dict[str, float]:
-        total = (time.perf_counter() - self.started) * 1000.0
-        return {**{k: round(v, 1) for k, v in self.ms.items()}, "total": round(total, 1)}
-
-
-def _quality_json(quality: Quality) -> dict[str, Any]:
-    def num(v: float) -> float | None:
-        return round(v, 1) if np.isfinite(v) else None
-
-    return {
-        "face_px": num(quality.face_px),
-        "sharpness": num(quality.sharpness),
-        "yaw": num(quality.yaw),
-        "pitch": num(quality.pitch),
-    }
-
-
-def _candidate_json(c: Candidate, threshold: float) -> dict[str, Any]:
-    # Confidence: how far the similarity sits between "anyone" (0) and a sure match (the threshold) --
-    # 0.5 at the threshold would mislead a client that treats > 0.5 as yes, so the threshold maps to 1.
-    confidence = min(1.0, max(0.0, c.similarity / threshold)) if threshold > 0 else float(c.similarity >= threshold)
-    return {
-        "person_id": c.person_id,
-        "name": c.name,
-        "similarity": round(c.similarity, 4),
-        "distance": round(1.0 - c.similarity, 4),
-        "confidence": round(confidence, 4),
-    }
-
-
-def _keypoints(face: Face) -> dict[str, list[float]] | None:
-    """Five named landmarks (FaceMesh's alignment points), or None when FaceMesh rejected the face."""
-    if face.landmarks is None:
-        return None
-    points = five_points(face.landmarks)
-    names = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
-    return {name: [round(float(x), 1), round(float(y), 1)] for name, (x, y) in zip(names, points, strict=True)}
-
-
 def _area(face: Face) -> float:
     return face.detection.bbox.width * face.detection.bbox.height
 
@@ -150,6 +96,7 @@ class StillImages:
         spool: UnknownSpool | None = None,
         emotion: EmotionClassifier | None = None,
         liveness: PassiveCheck | None = None,
+        pacer: Pacer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if analyzer.model_id != db.model_id:
@@ -161,6 +108,7 @@ class StillImages:
         self.spool = spool
         self.emotion = emotion
         self.liveness = liveness
+        self._pacer = pacer or Pacer(1.0)
         self._clock = clock
 
     @classmethod
@@ -174,11 +122,49 @@ class StillImages:
             else None
         )
         thresholds = Thresholds.resolve(settings.decision, analyzer.embedder.default_threshold)
-        return cls(analyzer, db, settings.decision, thresholds, spool=spool, emotion=emotion)
+        pacer = Pacer(settings.still.max_share)
+        return cls(analyzer, db, settings.decision, thresholds, spool=spool, emotion=emotion, pacer=pacer)
 
     # --- verbs ------------------------------------------------------------------------------------
 
     def identify(
+        self,
+        image: bytes | ImageArray,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        remember: bool = False,
+    ) -> dict[str, Any]:
+        """Every face, largest first, with its status under the pipeline's rules and its top matches."""
+        return self._paced(lambda: self._identify(image, top_k=top_k, threshold=threshold, remember=remember))
+
+    def verify(
+        self,
+        image: bytes | ImageArray,
+        *,
+        person_id: str | None = None,
+        other: bytes | ImageArray | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """Whether the largest face of ``image`` is ``person_id`` (or the largest face of ``other``)."""
+        return self._paced(lambda: self._verify(image, person_id=person_id, other=other, threshold=threshold))
+
+    def detect(self, image: bytes | ImageArray) -> dict[str, Any]:
+        """Every detected face, largest first: box, detector score, five landmarks and quality; no embedding."""
+        return self._paced(lambda: self._detect(image))
+
+    def analyze(self, image: bytes | ImageArray) -> dict[str, Any]:
+        """Per face: emotion (when attributes are enabled), liveness (when a model is present) and quality."""
+        return self._paced(lambda: self._analyze(image))
+
+    def _paced(self, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        with self._pacer.turn() as waited:
+            result = work()
+        # Time held back by the pacer, outside processing_time_ms.
+        result["paced_ms"] = round(waited * 1000.0, 1)
+        return result
+
+    def _identify(
         self,
         image: bytes | ImageArray,
         *,
@@ -192,7 +178,7 @@ class StillImages:
         if not 1 <= k <= MAX_TOP_K:
             raise CommandError("bad_request", f"top_k: {k} is out of range 1..{MAX_TOP_K}")
         th = self._thresholds(threshold)
-        clock = _Clock()
+        clock = Clock()
         bgr = self._decode(image, where, clock)
         described = self._describe(bgr, clock, where)
         snapshot = self.db.snapshot()
@@ -212,8 +198,8 @@ class StillImages:
             face.update(
                 status=status,
                 reason=reason,
-                best_match=_candidate_json(best, th.match) if best is not None and status != "unknown" else None,
-                top_matches=[_candidate_json(c, th.match) for c in found.candidates],
+                best_match=candidate_json(best, th.match) if best is not None and status != "unknown" else None,
+                top_matches=[candidate_json(c, th.match) for c in found.candidates],
                 margin=round(found.margin, 4),
             )
             if remember and status == "unknown" and reason != "empty_database" and self.spool is not None:
@@ -231,7 +217,7 @@ class StillImages:
             "processing_time_ms": clock.report(),
         }
 
-    def verify(
+    def _verify(
         self,
         image: bytes | ImageArray,
         *,
@@ -241,7 +227,7 @@ class StillImages:
     ) -> dict[str, Any]:
         """Whether the largest face of ``image`` is ``person_id`` (or the largest face of ``other``)."""
         th = self._thresholds(threshold)
-        clock = _Clock()
+        clock = Clock()
         if (person_id is None) == (other is None):
             raise CommandError("bad_request", "give person_id or a second image")
         person = self.db.get(person_id) if person_id is not None else None  # not_found before any work
@@ -264,14 +250,14 @@ class StillImages:
             "distance": round(1.0 - similarity, 4),
             "threshold": round(th.match, 4),
             "person": {"person_id": person.id, "name": person.name} if person is not None else None,
-            "quality": _quality_json(face.aligned.quality),
+            "quality": quality_json(face.aligned.quality),
             "bbox": face.aligned.face.detection.bbox.as_list(),
             "processing_time_ms": clock.report(),
         }
 
-    def detect(self, image: bytes | ImageArray) -> dict[str, Any]:
+    def _detect(self, image: bytes | ImageArray) -> dict[str, Any]:
         """Every detected face, largest first: box, detector score, five landmarks and quality; no embedding."""
-        clock = _Clock()
+        clock = Clock()
         bgr = self._decode(image, "image", clock)
         with clock.stage("detect"):
             found = sorted(self.analyzer.locate(bgr), key=lambda f: -_area(f))
@@ -285,15 +271,15 @@ class StillImages:
                 {
                     "bbox": face.detection.bbox.as_list(),
                     "score": round(face.detection.score, 4),
-                    "landmarks": _keypoints(face),
-                    "quality": _quality_json(a.quality) if a is not None else None,
+                    "landmarks": keypoints(face),
+                    "quality": quality_json(a.quality) if a is not None else None,
                 }
             )
         return {"face_detected": True, "faces": len(faces), "results": faces, "processing_time_ms": clock.report()}
 
-    def analyze(self, image: bytes | ImageArray) -> dict[str, Any]:
+    def _analyze(self, image: bytes | ImageArray) -> dict[str, Any]:
         """Per face: emotion (when attributes are enabled), liveness (when a model is present) and quality."""
-        clock = _Clock()
+        clock = Clock()
         bgr = self._decode(image, "image", clock)
         with clock.stage("detect"):
             found = self.analyzer.locate(bgr)
@@ -318,7 +304,7 @@ class StillImages:
         band = self.thresholds.match - self.thresholds.unknown
         return Thresholds(match=threshold, unknown=threshold - band, margin=self.thresholds.margin)
 
-    def _decode(self, image: bytes | ImageArray, where: str, clock: _Clock) -> ImageArray:
+    def _decode(self, image: bytes | ImageArray, where: str, clock: Clock) -> ImageArray:
         if not isinstance(image, bytes | bytearray):
             return image
         with clock.stage("decode"):
@@ -330,12 +316,12 @@ class StillImages:
                 raise CommandError("bad_request", f"{where}: {exc}") from exc
 
     @staticmethod
-    def _require_faces(faces: list[Any], where: str, clock: _Clock) -> None:
+    def _require_faces(faces: list[Any], where: str, clock: Clock) -> None:
         if not faces:
             extra = {"face_detected": False, "faces": 0, "processing_time_ms": clock.report()}
             raise CommandError("no_face", f"{where}: no face found", extra)
 
-    def _describe(self, bgr: ImageArray, clock: _Clock, where: str) -> list[Described]:
+    def _describe(self, bgr: ImageArray, clock: Clock, where: str) -> list[Described]:
         """Aligned and embedded faces, largest first; ``no_face`` when there is none."""
         with clock.stage("detect"):
             found = self.analyzer.locate(bgr)
@@ -357,12 +343,12 @@ class StillImages:
         negative = float(np.clip(scores[~positive].max(), -1.0, 1.0)) if (~positive).any() else -1.0
         return best, negative
 
-    def _face_json(self, bgr: ImageArray, a: AlignedFace, clock: _Clock, *, emotion: bool = False) -> dict[str, Any]:
+    def _face_json(self, bgr: ImageArray, a: AlignedFace, clock: Clock, *, emotion: bool = False) -> dict[str, Any]:
         detection = a.face.detection
         out: dict[str, Any] = {
             "bbox": detection.bbox.as_list(),
             "score": round(detection.score, 4),
-            "quality": _quality_json(a.quality),
+            "quality": quality_json(a.quality),
         }
         if self.liveness is not None:
             with clock.stage("liveness"):
