@@ -11,7 +11,7 @@ Starts Mosquitto on a free port and the daemon in-process on a paced video repla
 The photos are composed from ../shared/data/dev (one portrait letterboxed to 640x480; eight faces of
 eight people tiled 4x2); the replay is ../shared/data/video/short_hamilton_clip.mp4.
 
-    .venv/bin/python scripts/bench_still.py [--requests 100] [--fps 15] [--json out.json]
+    .venv/bin/python scripts/bench_still.py [--requests 100] [--fps 15] [--max-share 0.5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -142,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--fps", type=float, default=15.0, help="camera replay rate")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds of pipeline alone")
+    parser.add_argument("--max-share", type=float, default=0.5, help="still.max_share of the daemon (1.0 = no pacing)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with FaceAnalyzer.from_config(enrollment_vision(load_settings(None).vision)) as analyzer:
         one_face, eight_faces = compose_photos(analyzer)
-    report: dict[str, Any] = {"requests": args.requests, "camera_fps": args.fps}
+    report: dict[str, Any] = {"requests": args.requests, "camera_fps": args.fps, "max_share": args.max_share}
     with bench_broker("mosquitto") as broker, tempfile.TemporaryDirectory(prefix="bench-still-") as tmp:
         settings = load_settings(
             None,
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             mqtt={"host": broker.host, "port": broker.port},
             service={"reload_on_change": False, "status_interval_s": 1.0},
             attributes={"enabled": True},
+            still={"max_share": args.max_share},
         )
         stop = threading.Event()
         thread = threading.Thread(target=Daemon(settings, None, stop).run, name="bench-daemon")

@@ -171,16 +171,14 @@ class StillImages:
         top_k: int | None = None,
         threshold: float | None = None,
         remember: bool = False,
-        where: str = "image",
     ) -> dict[str, Any]:
-        """Every face, largest first, with its status under the pipeline's rules and its top matches."""
         k = top_k if top_k is not None else self.decision.top_k
         if not 1 <= k <= MAX_TOP_K:
             raise CommandError("bad_request", f"top_k: {k} is out of range 1..{MAX_TOP_K}")
         th = self._thresholds(threshold)
         clock = Clock()
-        bgr = self._decode(image, where, clock)
-        described = self._describe(bgr, clock, where)
+        bgr = self._decode(image, "image", clock)
+        described = self._describe(bgr, clock, "image")
         snapshot = self.db.snapshot()
         with clock.stage("match"):
             matches = match(snapshot, np.stack([d.vector for d in described]), k) if described else []
@@ -195,14 +193,15 @@ class StillImages:
             elif status == "known" and face.get("liveness") is not None and face["liveness"]["live"] is False:
                 reason = "liveness_failed"
             best = found.best
+            named = status != "unknown" and reason_gate is None
             face.update(
                 status=status,
                 reason=reason,
-                best_match=candidate_json(best, th.match) if best is not None and status != "unknown" else None,
+                best_match=candidate_json(best, th.match) if best is not None and named else None,
                 top_matches=[candidate_json(c, th.match) for c in found.candidates],
                 margin=round(found.margin, 4),
             )
-            if remember and status == "unknown" and reason != "empty_database" and self.spool is not None:
+            if remember and status == "unknown" and self.spool is not None:
                 sighting = self.spool.observe(d.vector, self._clock())
                 face["unknown_id"] = sighting.unknown_id
             faces.append(face)
@@ -225,7 +224,6 @@ class StillImages:
         other: bytes | ImageArray | None = None,
         threshold: float | None = None,
     ) -> dict[str, Any]:
-        """Whether the largest face of ``image`` is ``person_id`` (or the largest face of ``other``)."""
         th = self._thresholds(threshold)
         clock = Clock()
         if (person_id is None) == (other is None):
@@ -256,7 +254,6 @@ class StillImages:
         }
 
     def _detect(self, image: bytes | ImageArray) -> dict[str, Any]:
-        """Every detected face, largest first: box, detector score, five landmarks and quality; no embedding."""
         clock = Clock()
         bgr = self._decode(image, "image", clock)
         with clock.stage("detect"):
@@ -278,7 +275,6 @@ class StillImages:
         return {"face_detected": True, "faces": len(faces), "results": faces, "processing_time_ms": clock.report()}
 
     def _analyze(self, image: bytes | ImageArray) -> dict[str, Any]:
-        """Per face: emotion (when attributes are enabled), liveness (when a model is present) and quality."""
         clock = Clock()
         bgr = self._decode(image, "image", clock)
         with clock.stage("detect"):
