@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgeface.cli import main
 from edgeface.config import DatabaseConfig, VisionConfig, load_settings
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate
@@ -274,3 +275,12 @@ def _enroll_offline(db_path: Path, photo: Path) -> None:
         Enroller(db, analyzer, EnrollmentGate.from_config(DatabaseConfig()), 0.95).from_images(
             "Barack Obama", [photo.read_bytes()]
         )
+
+
+def test_cmd_cli_sends_a_photo_as_image(
+    cmd: Commander, mosquitto: Broker, samples_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["cmd", "verify", "--image", str(samples_dir / "obama2.jpg"), "--image", str(samples_dir / "obama3.jpg")]
+    assert main([*argv, "--port", str(mosquitto.port), "--device", "still", "--timeout", "60"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["verb"] == "verify" and reply["same"] is True
