@@ -267,7 +267,7 @@ def decode_field(text: str, where: str) -> bytes:
     if sniff_format(data) is None:
         other = unsupported_format(data)
         what = f"a {other} image" if other else f"not an image (starts {data[:8].hex(' ')})"
-        raise CommandError("bad_request", f"{where}: {what}; send a JPEG, PNG, WebP or BMP image")
+        raise CommandError("bad_request", f"{where}: {what}, not a JPEG, PNG, WebP or BMP image")
     return data
 
 

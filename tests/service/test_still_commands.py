@@ -10,6 +10,7 @@ import base64
 import json
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -64,9 +65,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, mosquitto: Broker) -> Itera
     probe = MqttProbe(mosquitto.port, f"{ROOT}/state")
     thread.start()
     try:
-        # The supervisor publishes state only once every component (and thread) has started.
         probe.wait_for(f"{ROOT}/state", timeout=90)
         probe.close()
+        # Every thread of the daemon is up before the first test takes its thread inventory.
+        deadline = time.monotonic() + 60
+        while not any(t.name == "capture:replay" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the daemon's capture thread did not start"
+            stop.wait(0.05)
         yield
     finally:
         stop.set()
