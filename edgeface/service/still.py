@@ -43,13 +43,13 @@ class PassiveResultLike(Protocol):
     """What a single-image liveness check says about one face."""
 
     @property
-    def live(self) -> bool: ...
+    def live(self) -> bool | None: ...
 
     @property
-    def score(self) -> float: ...
+    def score(self) -> float | None: ...
 
     @property
-    def reason(self) -> str: ...
+    def reason(self) -> str | None: ...
 
 
 class PassiveCheck(Protocol):
@@ -349,7 +349,8 @@ class StillImages:
         if self.liveness is not None:
             with clock.stage("liveness"):
                 result = self.liveness.check(bgr, detection.bbox)
-            out["liveness"] = {"live": result.live, "score": round(result.score, 4), "reason": result.reason}
+            score = round(result.score, 4) if result.score is not None else None
+            out["liveness"] = {"live": result.live, "score": score, "reason": result.reason}
         else:
             out["liveness"] = None
         if emotion:
