@@ -495,3 +495,13 @@ def test_fuzzed_payloads_get_exactly_one_reply_each(mosquitto, mqtt_probe) -> No
     assert set(codes) <= {"bad_request", "busy", "too_large", "not_found", "ok"}, codes
     assert "internal" not in codes
     print(f"\n{count} fuzzed payloads, one reply each: {codes}")
+def test_reset_needs_a_signature_and_the_device_id(signed_dev: RunningDevice, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    signed_dev.device.persons["p1"] = {"person_id": "p1", "name": "A", "metadata": {}, "samples": [], "negatives": 0}
+    device_id = signed_dev.topics.device_id
+    unsigned = ask(mqtt_probe, signed_dev, "reset", {"request_id": "z1", "confirm": device_id})
+    assert "not signed" in _error(unsigned, "unauthorized")
+    wrong = ask(mqtt_probe, signed_dev, "reset", _signed("reset", {"request_id": "z2", "confirm": "other"}))
+    assert "confirm" in _error(wrong, "bad_request")
+    assert signed_dev.device.persons
+    ok = ask(mqtt_probe, signed_dev, "reset", _signed("reset", {"request_id": "z3", "confirm": device_id}))
+    assert ok["ok"] is True and signed_dev.device.persons == {}
