@@ -78,6 +78,7 @@ def _main(
             raise CommandError("bad_request", "verify takes one photo and --person ID, or two photos")
         images = images[:1]
     # Imported here: loading the models is what the bookkeeping verbs must not pay for.
+    from edgeface.liveness.passive import open_passive
     from edgeface.matching.db import FaceDatabase
     from edgeface.matching.enroll import enrollment_vision
     from edgeface.vision.analyzer import FaceAnalyzer
@@ -88,7 +89,8 @@ def _main(
         db = FaceDatabase.open(
             settings.db_path, analyzer.model_id, analyzer.embedder.dim, backups=settings.database.backups
         )
-        still = StillImages.from_config(settings, analyzer, db, None)
+        passive = open_passive(settings.liveness, settings.vision)
+        still = StillImages.from_config(settings, analyzer, db, None, liveness=passive)
         for path in images:
             try:
                 reply = {"image": str(path), "ok": True, **run(still, _read(path), args)}

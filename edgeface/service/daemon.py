@@ -217,6 +217,7 @@ class Daemon:
         self._start_models()
         self._start_database(stack)
         self._start_liveness()
+        self._start_still()
         address = self._start_broker(stack)
         self._start_link(stack, address)
         self._start_retained(stack)
@@ -274,14 +275,18 @@ class Daemon:
         self.still_analyzer = self._enroll_analyzer  # also the still-image verbs': same command thread
         gate = EnrollmentGate.from_config(s.database)
         self.enroller = Enroller(self.db, self._enroll_analyzer, gate, duplicate_threshold=match_threshold)
-        # Still-image requests share the command worker's analyzer with enrollment (same thread).
-        self.still = StillImages.from_config(s, self._enroll_analyzer, self.db, self.spool)
 
     def _start_liveness(self) -> None:
         """Passive liveness models: one for the pipeline, one for still images (the ``liveness`` verb)."""
         assert self._models is not None  # _start_models ran
         self.passive = self._models.passive
         self.still_liveness = StillLiveness(self.still_analyzer.locate, self._models.still_passive)
+
+    def _start_still(self) -> None:
+        """The still-image verbs, on the command worker's analyzer and passive model (same thread)."""
+        self.still = StillImages.from_config(
+            self.settings, self.still_analyzer, self.db, self.spool, liveness=self.still_liveness.passive
+        )
 
     def _start_broker(self, stack: contextlib.ExitStack) -> _BrokerAddress:
         mqtt = self.settings.mqtt

@@ -25,6 +25,7 @@ import numpy as np
 from edgeface.config import DecisionConfig, Settings
 from edgeface.data import BBox, Candidate, Face, ImageArray, Match
 from edgeface.errors import CommandError, ImageError
+from edgeface.liveness.policy import uses_passive
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.matcher import match
 from edgeface.matching.unknowns import UnknownSpool
@@ -96,6 +97,7 @@ class StillImages:
         spool: UnknownSpool | None = None,
         emotion: EmotionClassifier | None = None,
         liveness: PassiveCheck | None = None,
+        liveness_decides: bool = False,
         pacer: Pacer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -108,14 +110,24 @@ class StillImages:
         self.spool = spool
         self.emotion = emotion
         self.liveness = liveness
+        self.liveness_decides = liveness_decides
         self._pacer = pacer or Pacer(1.0)
         self._clock = clock
 
     @classmethod
     def from_config(
-        cls, settings: Settings, analyzer: FaceAnalyzer, db: FaceDatabase, spool: UnknownSpool | None
+        cls,
+        settings: Settings,
+        analyzer: FaceAnalyzer,
+        db: FaceDatabase,
+        spool: UnknownSpool | None,
+        *,
+        liveness: PassiveCheck | None = None,
     ) -> StillImages:
-        """The daemon's and the CLI's instance: configured thresholds; the emotion model only when enabled."""
+        """The daemon's and the CLI's instance: configured thresholds; the emotion model only when enabled.
+
+        ``liveness`` is reported per face; it decides (``liveness_failed``) only when ``liveness.mode``
+        makes the camera pipeline decide with it too."""
         emotion = (
             EmotionClassifier(settings.vision.models_dir, settings.attributes.model, settings.vision.threads)
             if settings.attributes.enabled
@@ -123,7 +135,17 @@ class StillImages:
         )
         thresholds = Thresholds.resolve(settings.decision, analyzer.embedder.default_threshold)
         pacer = Pacer(settings.still.max_share)
-        return cls(analyzer, db, settings.decision, thresholds, spool=spool, emotion=emotion, pacer=pacer)
+        return cls(
+            analyzer,
+            db,
+            settings.decision,
+            thresholds,
+            spool=spool,
+            emotion=emotion,
+            liveness=liveness,
+            liveness_decides=uses_passive(settings.liveness.mode),
+            pacer=pacer,
+        )
 
     # --- verbs ------------------------------------------------------------------------------------
 
@@ -190,7 +212,7 @@ class StillImages:
             if reason_gate is not None:
                 # The pipeline does not decide a face that fails a gate: report it, never name it.
                 status, reason = "uncertain", reason_gate
-            elif status == "known" and face.get("liveness") is not None and face["liveness"]["live"] is False:
+            elif status == "known" and self.liveness_decides and face["liveness"] and face["liveness"]["live"] is False:
                 reason = "liveness_failed"
             best = found.best
             named = status != "unknown" and reason_gate is None

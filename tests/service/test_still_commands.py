@@ -289,3 +289,17 @@ def test_cmd_cli_sends_a_photo_as_image(
     assert main([*argv, "--port", str(mosquitto.port), "--device", "still", "--timeout", "60"]) == 0
     reply = json.loads(capsys.readouterr().out)
     assert reply["verb"] == "verify" and reply["same"] is True
+
+
+def test_identify_refuses_a_printed_or_replayed_face_by_passive_liveness(cmd: Commander, shared_data: Path) -> None:
+    spoof = shared_data / "spoof"
+    person = _enroll(cmd, "Live Person", spoof / "real" / "silentface_image_T1.jpg")
+    real = cmd("identify", {"image": _photo(spoof / "real" / "silentface_image_T1.jpg")})["results"][0]
+    assert (real["status"], real["reason"], real["liveness"]["live"]) == ("known", "matched", True)
+    for attack in sorted((spoof / "fake").iterdir()):
+        face = cmd("identify", {"image": _photo(attack)})["results"][0]
+        # Named, as a camera recognition would be, but refused: the door acts on liveness_failed.
+        assert face["best_match"]["person_id"] == person
+        assert (face["status"], face["reason"], face["liveness"]["live"]) == ("known", "liveness_failed", False)
+    analyzed = cmd("analyze", {"image": _photo(spoof / "fake" / "silentface_image_F1.jpg")})["results"][0]
+    assert analyzed["liveness"]["live"] is False and 0 <= analyzed["liveness"]["score"] <= 1
