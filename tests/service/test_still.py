@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeface.config import DatabaseConfig, DecisionConfig, UnknownsConfig, VisionConfig
+from edgeface.config import DatabaseConfig, DecisionConfig, LivenessConfig, UnknownsConfig, VisionConfig
 from edgeface.errors import CommandError
+from edgeface.liveness.passive import open_passive
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
 from edgeface.matching.unknowns import UnknownSpool
@@ -85,3 +86,22 @@ def test_remember_spools_the_stranger(
     assert "unknown_id" not in still.identify(photo)["results"][0]
     unknown_id = still.identify(photo, remember=True)["results"][0]["unknown_id"]
     assert [c.id for c in spool.list()] == [unknown_id]
+
+
+def test_a_matched_face_judged_not_live_is_liveness_failed(
+    analyzer: FaceAnalyzer, tmp_path: Path, shared_data: Path
+) -> None:
+    spoof = shared_data / "spoof"
+    db = FaceDatabase.open(tmp_path / "spoof.npz", analyzer.model_id, analyzer.embedder.dim)
+    enroller = Enroller(db, analyzer, EnrollmentGate.from_config(DatabaseConfig()), duplicate_threshold=0.95)
+    enroller.from_images("Live Person", [(spoof / "real" / "silentface_image_T1.jpg").read_bytes()])
+    config = DecisionConfig()
+    th = Thresholds.resolve(config, analyzer.embedder.default_threshold)
+    passive = open_passive(LivenessConfig(), VisionConfig())
+    still = StillImages(analyzer, db, config, th, liveness=passive, liveness_decides=True)
+    # A low request threshold makes the print match, so the liveness rule is what refuses it.
+    face = still.identify((spoof / "fake" / "silentface_image_F1.jpg").read_bytes(), threshold=0.3)["results"][0]
+    assert (face["status"], face["reason"], face["liveness"]["live"]) == ("known", "liveness_failed", False)
+    reporting = StillImages(analyzer, db, config, th, liveness=passive, liveness_decides=False)
+    face = reporting.identify((spoof / "fake" / "silentface_image_F1.jpg").read_bytes(), threshold=0.3)["results"][0]
+    assert (face["reason"], face["liveness"]["live"]) == ("matched", False)  # reported, not deciding
