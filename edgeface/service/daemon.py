@@ -11,10 +11,8 @@ supervises: watchdog pings while every stage's heartbeat is fresh, status/state 
 
 A changed config file is validated first; a valid one restarts the components in-process with the
 new settings (the whole object is swapped, never patched), an invalid one is logged and ignored.
-The models are the one thing a reload keeps when ``[vision]`` and ``[liveness]`` did not change: loading the TFLite
-interpreters again left ~46 MB of native heap behind at every reload (measured over 20 reloads in
-``tests/service/test_faults.py``), and they hold no per-run state. ``service.memory`` keeps the
-rest of the native heap flat.
+The models are the one thing a reload keeps when ``[vision]`` and ``[liveness]`` did not change
+(``service.models``); ``service.memory`` keeps the rest of the native heap flat.
 
 What must survive a restart lives in the state directory (created 0700): the database, the unknown
 spool and ``mqtt.sqlite3`` -- the durable outbox (events queued during an outage) and the nonce
@@ -31,27 +29,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.enums import MQTTProtocolVersion
-
 from edgeface import __version__
-from edgeface.config import LivenessConfig, Settings, VisionConfig, load_settings
+from edgeface.config import Settings, load_settings
 from edgeface.data import Decision
-from edgeface.errors import BrokerError, EdgefaceError, SourceError, storage_error
+from edgeface.errors import EdgefaceError, SourceError, storage_error
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
-from edgeface.liveness.passive import PassiveLiveness, open_passive
-from edgeface.liveness.policy import build_policy, uses_passive
+from edgeface.liveness.passive import PassiveLiveness
+from edgeface.liveness.policy import build_policy
 from edgeface.liveness.still import StillLiveness
 from edgeface.logs import LastProblem
 from edgeface.matching.db import FaceDatabase
-from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
+from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.matching.unknowns import UnknownSpool
-from edgeface.mqtt.broker import PROTOCOL as EMBEDDED_PROTOCOL
-from edgeface.mqtt.broker import EmbeddedBroker
 from edgeface.mqtt.commands import CommandDispatcher
 from edgeface.mqtt.controls import HaControls, controls_enabled, controls_key
 from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
@@ -65,9 +58,11 @@ from edgeface.mqtt.signing import DEFAULT_NONCE_CACHE, Verifier, load_keys
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline
+from edgeface.service.broker import BrokerAddress, start_broker
 from edgeface.service.device import Device
 from edgeface.service.health import Health, SourceStatus
 from edgeface.service.memory import release_memory
+from edgeface.service.models import ModelCache, Models
 from edgeface.service.reload import FileWatcher
 from edgeface.service.signals import SignalStop
 from edgeface.service.still import StillImages, event_attributes
@@ -83,48 +78,6 @@ TICK_S = 0.5
 CONNECT_WAIT_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Models:
-    """The loaded models of one ``[vision]`` and ``[liveness]``: the pipeline's and the command thread's."""
-
-    vision: VisionConfig
-    liveness: LivenessConfig
-    analyzer: FaceAnalyzer
-    enroll_analyzer: FaceAnalyzer
-    passive: PassiveLiveness | None  # the pipeline's, when the liveness mode uses it
-    still_passive: PassiveLiveness  # the ``liveness`` verb's
-
-    @classmethod
-    def load(cls, vision: VisionConfig, liveness: LivenessConfig) -> _Models:
-        analyzer = FaceAnalyzer.from_config(vision)
-        try:
-            # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range
-            # detector so a second, smaller face in a photo is seen and refused.
-            enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(vision))
-        except BaseException:
-            analyzer.close()
-            raise
-        try:
-            passive = open_passive(liveness, vision) if uses_passive(liveness.mode) else None
-            still_passive = open_passive(liveness, vision)
-        except BaseException:
-            enroll_analyzer.close()
-            analyzer.close()
-            raise
-        return cls(vision, liveness, analyzer, enroll_analyzer, passive, still_passive)
-
-    def close(self) -> None:
-        self.enroll_analyzer.close()
-        self.analyzer.close()
-
-
-@dataclass(frozen=True, slots=True)
-class _BrokerAddress:
-    host: str
-    port: int
-    protocol: MQTTProtocolVersion
-
-
 class Daemon:
     """``edgeface run``: one device, one source, one broker connection.
 
@@ -135,6 +88,7 @@ class Daemon:
 
     # --- built by the start steps, rebuilt whole on a config reload ---
     topics: Topics
+    _loaded: Models
     analyzer: FaceAnalyzer
     db: FaceDatabase
     spool: UnknownSpool
@@ -173,7 +127,7 @@ class Daemon:
         self._pending: Settings | None = None
         self._problems = LastProblem()  # the state document's ``last_error``, across reloads
         self._failure: EdgefaceError | None = None
-        self._models: _Models | None = None  # kept across reloads while [vision] is unchanged
+        self._models = ModelCache()  # kept across reloads while [vision] and [liveness] are unchanged
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -184,9 +138,7 @@ class Daemon:
             return self._run()
         finally:
             logging.getLogger().removeHandler(self._problems)
-            if self._models is not None:
-                self._models.close()
-                self._models = None
+            self._models.close()
 
     def _run(self) -> int:
         while True:
@@ -218,7 +170,7 @@ class Daemon:
         self._start_database(stack)
         self._start_liveness()
         self._start_still()
-        address = self._start_broker(stack)
+        address = start_broker(s.mqtt, stack)
         self._start_link(stack, address)
         self._start_retained(stack)
         self._start_pipeline(source)
@@ -248,14 +200,9 @@ class Daemon:
 
     def _start_models(self) -> None:
         """Load the models, or keep those of the previous run when ``[vision]`` and ``[liveness]`` are the same."""
-        vision, liveness = self.settings.vision, self.settings.liveness
-        if self._models is not None and (self._models.vision, self._models.liveness) != (vision, liveness):
-            self._models.close()
-            self._models = None
-        if self._models is None:
-            self._models = _Models.load(vision, liveness)
-        self.analyzer = self._models.analyzer
-        self._enroll_analyzer = self._models.enroll_analyzer
+        self._loaded = self._models.get(self.settings.vision, self.settings.liveness)
+        self.analyzer = self._loaded.analyzer
+        self._enroll_analyzer = self._loaded.enroll_analyzer
 
     def _start_database(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
@@ -278,9 +225,8 @@ class Daemon:
 
     def _start_liveness(self) -> None:
         """Passive liveness models: one for the pipeline, one for still images (the ``liveness`` verb)."""
-        assert self._models is not None  # _start_models ran
-        self.passive = self._models.passive
-        self.still_liveness = StillLiveness(self.still_analyzer.locate, self._models.still_passive)
+        self.passive = self._loaded.passive
+        self.still_liveness = StillLiveness(self.still_analyzer.locate, self._loaded.still_passive)
 
     def _start_still(self) -> None:
         """The still-image verbs, on the command worker's analyzer and passive model (same thread)."""
@@ -288,17 +234,7 @@ class Daemon:
             self.settings, self.still_analyzer, self.db, self.spool, liveness=self.still_liveness.passive
         )
 
-    def _start_broker(self, stack: contextlib.ExitStack) -> _BrokerAddress:
-        mqtt = self.settings.mqtt
-        if mqtt.host is not None:
-            return _BrokerAddress(mqtt.host, mqtt.port, MQTTProtocolVersion.MQTTv5)
-        broker = self._embedded_broker(mqtt.embedded_port)
-        stack.callback(broker.stop)
-        # amqtt speaks 3.1.1 only; command replies then go to reply/<request_id>.
-        _LOGGER.info("no broker configured: embedded MQTT broker on 127.0.0.1:%d", broker.port)
-        return _BrokerAddress("127.0.0.1", broker.port, EMBEDDED_PROTOCOL)
-
-    def _start_link(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
+    def _start_link(self, stack: contextlib.ExitStack, address: BrokerAddress) -> None:
         """The link (not connected yet); it outlives the pipeline so the last events and ``offline`` go out."""
         s = self.settings
         # Separate from ``self.stop``: the link keeps running until the stages drained.
@@ -390,7 +326,7 @@ class Daemon:
         stack.callback(self._dispatcher.join, s.pipeline.stop_timeout_s)
         stack.callback(self._link_stop.set)
 
-    def _connect(self, address: _BrokerAddress) -> None:
+    def _connect(self, address: BrokerAddress) -> None:
         self.link.start()
         try:
             self.link.wait_connected(CONNECT_WAIT_S)
@@ -434,7 +370,7 @@ class Daemon:
             self.controls = HaControls(self.link, self.topics, self._dispatcher, key)
             self.controls.attach()
 
-    def _start_fleet(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
+    def _start_fleet(self, stack: contextlib.ExitStack, address: BrokerAddress) -> None:
         """Replication of the database with the fleet through the broker (``fleet.enabled``)."""
         if not self.settings.fleet.enabled:
             return
@@ -463,20 +399,6 @@ class Daemon:
         watcher = FileWatcher(watched)
         watcher.start()
         stack.callback(watcher.stop)
-
-    @staticmethod
-    def _embedded_broker(port: int) -> EmbeddedBroker:
-        broker = EmbeddedBroker("127.0.0.1", port)
-        try:
-            broker.start()
-        except BrokerError as exc:
-            if port == 0:
-                raise
-            # Typically a system Mosquitto already owns 1883: the demo still runs, on a free port.
-            _LOGGER.warning("%s; starting the embedded broker on a free port instead", exc)
-            broker = EmbeddedBroker("127.0.0.1", 0)
-            broker.start()
-        return broker
 
     def _stop_pipeline(self, pipeline: Pipeline) -> None:
         pipeline.stop()
