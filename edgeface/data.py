@@ -198,3 +198,4 @@ class Decision:
     # The closest enrolled person when the face was not recognised (unknown/uncertain): the event's
     # ``best_match``. ``person_id`` stays None then -- nobody was decided.
     closest: Candidate | None = None
+    emotion: dict[str, float] | None = None  # class -> probability, when attributes are enabled

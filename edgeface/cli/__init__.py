@@ -21,13 +21,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _build_parser() -> argparse.ArgumentParser:
     # Imported here so `edgeface --help` does not pay for numpy/cv2 imports of every verb.
-    from edgeface.cli import bench, cmd, config_cmd, db, fleet, liveness, run
+    from edgeface.cli import bench, cmd, config_cmd, db, fleet, liveness, run, still
 
     parser = argparse.ArgumentParser(prog="edgeface", description="Offline face recognition daemon for edge devices.")
     parser.add_argument("--version", action="version", version=f"edgeface {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (run, db, cmd, fleet, bench, config_cmd, liveness):
+    for module in (run, db, cmd, fleet, bench, config_cmd, liveness, still):
         module.register(sub)
     return parser
 

@@ -37,17 +37,27 @@ EXIT_REFUSED = 7
 _UNSUPPORTED_PROTOCOL = 132
 
 
+# Verbs about one photo (verify: two) take ``image``/``image_b`` instead of enrollment's ``images`` list.
+_ONE_IMAGE_VERBS = frozenset({"identify", "verify", "detect", "analyze"})
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "cmd",
         help="send a command to a running device and print the reply",
         description="Send VERB (enroll, confirm, reject, ignore, list, get, rename, update, delete, backups, "
-        "restore, reload, status, unknowns, fleet_status) with a JSON payload and print the device's JSON reply.",
+        "restore, reload, status, unknowns, fleet_status, identify, verify, detect, analyze, reset) with a JSON "
+        "payload and print the device's JSON reply.",
     )
     parser.add_argument("cmd_verb", metavar="VERB", help="command verb")
     parser.add_argument("payload", metavar="JSON", nargs="?", help='payload object, e.g. \'{"person_id": "p1"}\'')
     fields = parser.add_argument_group("payload fields (merged into JSON)")
-    fields.add_argument("--image", type=Path, action="append", help="photo to enroll (repeatable)")
+    fields.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        help="photo to enroll (repeatable); for identify/detect/analyze the photo, for verify one or two",
+    )
     fields.add_argument("--name", help="person name")
     fields.add_argument("--person-id", help="person id")
     fields.add_argument("--metadata", help="metadata as a JSON object")
@@ -170,7 +180,10 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
                 images.append(base64.b64encode(path.read_bytes()).decode("ascii"))
             except OSError as exc:
                 raise ValueError(f"cannot read image {path}: {exc.strerror}") from exc
-        payload["images"] = images
+        if args.cmd_verb in _ONE_IMAGE_VERBS:
+            payload.update(zip(("image", "image_b"), images, strict=False))
+        else:
+            payload["images"] = images
     payload["request_id"] = args.request_id or payload.get("request_id") or uuid.uuid4().hex
     return payload
 

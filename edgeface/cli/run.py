@@ -22,6 +22,8 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from edgeface.service.daemon import Daemon
+    from edgeface.service.memory import limit_arenas
+    from edgeface.service.signals import SignalStop
 
     overrides: dict[str, dict[str, Any]] = {}
     if args.source:
@@ -29,13 +31,16 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     if not args.verbose:
         setup_logging(settings.logging.level, json_format=settings.logging.json_format)
+    limit_arenas()  # before any stage thread exists: see service.memory
     stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        # Only flag the stop: teardown runs in the main thread, in order.
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    # The handlers only flag the stop (no lock, see service.signals); teardown runs in the main thread.
+    signals = SignalStop()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    signals.install(previous)
     echo = None if args.quiet else lambda line: print(line, flush=True)
-    return Daemon(settings, config_path=args.config, stop=stop, echo=echo).run()
+    try:
+        return Daemon(settings, config_path=args.config, stop=stop, echo=echo, signals=signals).run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signals.close()

@@ -40,8 +40,10 @@ def temp_path(target: Path) -> Path:
 def write_temp(target: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write and fsync a temp file beside ``target``; returns its path (removed again on failure)."""
     tmp = temp_path(target)
+    # Owner-only from the first byte (faces are personal data), whatever the umask.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with tmp.open("xb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

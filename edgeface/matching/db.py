@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edgeface.data import FloatArray, Quality
-from edgeface.errors import CommandError, DatabaseError
+from edgeface.errors import CommandError, DatabaseError, storage_error
 from edgeface.matching import store
 from edgeface.matching.atomic import FileLock, LockTimeoutError, write_atomic
 from edgeface.matching.records import (
@@ -109,7 +109,7 @@ class FaceDatabase:
         """Open (creating an empty one if absent), falling back to the newest good backup if damaged."""
         db = cls(path, model_id, dim, backups, keep_images)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseError(f"database {path}: cannot create its directory: {exc.strerror}") from exc
         with db._locked():
@@ -443,7 +443,8 @@ class FaceDatabase:
                 backups=self.backups_kept,
             )
         except OSError as exc:
-            raise DatabaseError(f"database {self._path}: cannot save: {exc}") from exc
+            # Disk full, read-only or not permitted: StorageError (reply code ``storage``), else DatabaseError.
+            raise storage_error(exc, self._path, "cannot save the database") from exc
         self._set(contents, _signature(self._path), snapshot)
         self.fallback_from = None
 

@@ -14,6 +14,7 @@ Everything here is free of locking and in-memory state; ``db.py`` decides when t
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -69,8 +70,12 @@ def encode(
     """
     rows = [(p.id, s.id, s.kind) for p in contents.people for s in p.samples]
     records = '{"people": [' + ", ".join(person_json(p) for p in contents.people) + "]}"
+    # Built in memory (embeddings and records only, chips are files of their own), then written
+    # at once: np.savez straight onto a file that hits a full disk leaves a half-open zip whose
+    # finaliser later writes to the closed file and prints a traceback.
+    buffer = io.BytesIO()
     np.savez(
-        fh,
+        buffer,
         embeddings=np.ascontiguousarray(contents.matrix, dtype=np.float32).reshape(-1, contents.dim),
         person_ids=np.array([r[0] for r in rows], dtype=np.str_),
         sample_ids=np.array([r[1] for r in rows], dtype=np.str_),
@@ -81,6 +86,7 @@ def encode(
         generation=np.array(contents.generation, dtype=np.int64),
         records=np.frombuffer(records.encode(), dtype=np.uint8),
     )
+    fh.write(buffer.getbuffer())
 
 
 def decode(path: Path) -> Contents:

@@ -125,7 +125,7 @@ class UnknownSpool:
         self._free: list[int] = []
         self._dirty = False
         self._saved_at = float("-inf")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._load()
 
     # --- public API ---------------------------------------------------------------------------

@@ -10,7 +10,8 @@ else on ``<base>/<device>/reply/<request_id>`` (an id is generated when the requ
     {"ok": true,  "request_id": "...", "verb": "...", ...result}
     {"ok": false, "request_id": "...", "verb": "...", "error": {"code": "...", "message": "..."}}
 
-Checks, in order: size (``too_large``), JSON (``bad_request``), signature (``unauthorized``) when
+Checks, in order: size (``too_large``), shape before parsing (nesting deeper than ``MAX_DEPTH``:
+``bad_request``), JSON (``bad_request``), signature (``unauthorized``) when
 ``security.require_signature`` -- or whenever a command carries one and keys are configured --, verb
 and payload model (``bad_request`` naming the field), then idempotency: a ``request_id`` answered
 within ``REPLY_TTL_S`` gets the stored reply again without re-applying (an id reused for another
@@ -19,7 +20,8 @@ Handler errors carry their own codes; anything unexpected is ``internal``.
 
 Handlers run on one worker thread, never on paho's network thread: enrollment decodes and embeds
 images for a noticeable time. The queue in front of it is bounded; when full the command is
-answered ``internal`` / busy at once instead of blocking the network loop.
+answered ``busy`` at once instead of blocking the network loop. A command that arrives while the
+device stops is answered ``internal`` ("shutting down"): every command gets exactly one reply.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
+import numpy as np
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ValidationError
 
 from edgeface.config import SecurityConfig
-from edgeface.errors import CommandError, ErrorCode
+from edgeface.errors import CommandError, ErrorCode, StorageError
 from edgeface.mqtt.signing import SIGNATURE_FIELDS, ReplayError, Verifier
 from edgeface.mqtt.topics import Topics
 from edgeface.mqtt.verbs import VERBS, DeviceContext
@@ -57,6 +60,12 @@ REPLY_TTL_S = 600.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _ENVELOPE = ("request_id", *SIGNATURE_FIELDS)
 _GET_TIMEOUT_S = 0.5
+# No verb nests deeper than 4; 32 leaves room for metadata while keeping ``json`` far from its
+# recursion limit (a deeply nested payload otherwise ends in RecursionError, on paho's thread too).
+MAX_DEPTH = 32
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN = {ord("["), ord("{")}
+_CLOSE = {ord("]"), ord("}")}
 
 
 class Publisher(Protocol):
@@ -114,9 +123,14 @@ class ReplyCache:
             self._items.popitem(last=False)
 
 
-def error_reply(request_id: str, verb: str, code: ErrorCode, message: str) -> dict[str, Any]:
-    """The reply document of a refused command."""
-    return {"ok": False, "request_id": request_id, "verb": verb, "error": {"code": code, "message": message}}
+def error_reply(
+    request_id: str, verb: str, code: ErrorCode, message: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The reply document of a refused command; ``extra`` fields never override the envelope."""
+    error = {"code": code, "message": message}
+    reply: dict[str, Any] = {"ok": False, "request_id": request_id, "verb": verb, "error": error}
+    reply.update((k, v) for k, v in (extra or {}).items() if k not in reply)
+    return reply
 
 
 def ok_reply(request_id: str, verb: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +216,7 @@ class CommandDispatcher:
             self._queue.put_nowait(request)
         except queue.Full:
             message = f"busy: {self._queue.qsize()} commands waiting; retry later"
-            self._send(request, error_reply(_peek_request_id(payload), verb, "internal", message))
+            self._send(request, error_reply(_peek_request_id(payload), verb, "busy", message))
 
     def handle(self, request: Request) -> dict[str, Any]:
         """Validate and apply one command; returns its reply (never raises)."""
@@ -217,7 +231,9 @@ class CommandDispatcher:
             # Only a client's own id can come back in a retry; generated ones are not remembered.
             return self._apply(request.verb, obj, request_id, remember=given_id is not None)
         except CommandError as exc:
-            return error_reply(request_id, request.verb, exc.code, exc.message)
+            return error_reply(request_id, request.verb, exc.code, exc.message, exc.extra)
+        except StorageError as exc:
+            return error_reply(request_id, request.verb, "storage", str(exc))
         except Exception:
             _LOGGER.exception("command %s (request %s) failed", request.verb, request_id)
             return error_reply(request_id, request.verb, "internal", "internal error; see the device log")
@@ -287,7 +303,10 @@ class CommandDispatcher:
         try:
             reply = ok_reply(request_id, verb, spec.handler(self._ctx, payload))
         except CommandError as exc:
-            reply = error_reply(request_id, verb, exc.code, exc.message)
+            reply = error_reply(request_id, verb, exc.code, exc.message, exc.extra)
+        except StorageError as exc:
+            # Disk full / read-only: the caller can act on it (and nothing was half-written).
+            reply = error_reply(request_id, verb, "storage", str(exc))
         if remember:
             self._replies.put(request_id, verb, reply)
         if reply["ok"] and self._on_applied is not None:
@@ -312,13 +331,29 @@ def _new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def nesting_depth(payload: bytes) -> int:
+    """How deep ``[``/``{`` nest in a JSON text, outside strings; counted without parsing it."""
+    structure = _STRING.sub(b"", payload)
+    if not structure:
+        return 0
+    codes = np.frombuffer(structure, dtype=np.uint8)
+    steps = np.isin(codes, list(_OPEN)).astype(np.int32) - np.isin(codes, list(_CLOSE)).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def _parse(payload: bytes) -> dict[str, Any]:
     if not payload.strip():
         return {}
+    depth = nesting_depth(payload)
+    if depth > MAX_DEPTH:
+        raise CommandError("bad_request", f"payload nests {depth} levels deep; the limit is {MAX_DEPTH}")
     try:
         obj = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CommandError("bad_request", f"payload is not valid JSON: {exc}") from exc
+    except (RecursionError, ValueError) as exc:
+        # Past the depth check only by a quirk of the input (e.g. an integer of 5000 digits).
+        raise CommandError("bad_request", f"payload cannot be decoded: {exc}") from exc
     if not isinstance(obj, dict):
         raise CommandError("bad_request", f"payload must be a JSON object, got {type(obj).__name__}")
     return obj

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgeface.mqtt.outbox import Outbox, OutMessage
+from edgeface.mqtt.outbox import Outbox, OutboxStats, OutMessage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ class Delivery:
         with self._cond:
             in_flight = len(self._pending) + self._handing_over
             return self._published, self._dropped + self._outbox.dropped, len(self._outbox), in_flight
+
+    def outbox_stats(self) -> OutboxStats:
+        """The outbox's own counters (queued excludes the in-flight messages)."""
+        with self._cond:
+            return self._outbox.stats()
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -64,18 +64,26 @@ def recognition_event(decision: Decision, device_id: str, *, total_ms: float | N
 
     ``{person_id, name, grant, track_id, status, reason, similarity, distance, threshold, margin,
     bbox, frame: {index, captured_at}, liveness: {live, score, checks} | null, samples,
-    stage_ms: {stage: ms}, total_ms, device}``.
+    stage_ms: {stage: ms}, total_ms, device}``, plus ``emotion: {dominant, probabilities}`` when the
+    device has ``attributes.enabled``.
 
     ``grant`` is the door decision (recognised, live when liveness is on, and the person's access
     metadata allows it). ``samples`` is the number of embeddings fused for the decision.
     ``total_ms`` is capture-to-decision latency when given, else the sum of ``stage_ms``.
     """
-    return {
+    event = {
         "person_id": decision.person_id,
         "name": decision.name,
         "grant": decision.grant,
         **_common(decision, device_id, total_ms),
     }
+    if decision.emotion is not None:  # only with attributes.enabled
+        dominant = max(decision.emotion, key=decision.emotion.__getitem__)
+        event["emotion"] = {
+            "dominant": dominant,
+            "probabilities": {k: round(v, 4) for k, v in decision.emotion.items()},
+        }
+    return event
 
 
 def _best_match(decision: Decision) -> dict[str, Any] | None:
@@ -133,14 +141,32 @@ def presence_payload(present: bool) -> str:
 
 
 def link_document(stats: LinkStats) -> dict[str, Any]:
-    """The ``broker`` block of the state document."""
-    return {
+    """The ``broker`` block of the state document.
+
+    ``{connected, published, dropped, reconnects, queued, outbox: {durable, queued, bytes, delivered,
+    dropped, oldest_age_s, spilled}}``; ``outbox`` counts since the outbox was created (``dropped``
+    across restarts when it is durable), ``oldest_age_s`` is null when nothing waits, ``spilled``
+    counts messages held in memory because the disk refused them.
+    """
+    document: dict[str, Any] = {
         "connected": stats.connected,
         "published": stats.published,
         "dropped": stats.dropped,
         "reconnects": stats.reconnects,
         "queued": stats.queued,
     }
+    if stats.outbox is not None:
+        o = stats.outbox
+        document["outbox"] = {
+            "durable": o.durable,
+            "queued": o.queued,
+            "bytes": o.bytes,
+            "delivered": o.delivered,
+            "dropped": o.dropped,
+            "oldest_age_s": None if o.oldest_age_s is None else round(o.oldest_age_s, 1),
+            "spilled": o.spilled,
+        }
+    return document
 
 
 def state_document(

@@ -36,7 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edgeface.config import MqttConfig, TlsConfig, read_secret_file
 from edgeface.errors import BrokerError
 from edgeface.mqtt.delivery import Delivery
-from edgeface.mqtt.outbox import MemoryOutbox, Outbox, OutMessage
+from edgeface.mqtt.outbox import MemoryOutbox, Outbox, OutboxStats, OutMessage
 from edgeface.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class LinkStats:
     queued: int
     in_flight: int
     connected: bool
+    outbox: OutboxStats | None = None
 
 
 def encode_payload(payload: Payload) -> bytes:
@@ -159,7 +160,8 @@ class MqttLink:
         published, dropped, queued, in_flight = self._delivery.counters()
         with self._lock:
             connected, connects = self._connected, self._connects
-        return LinkStats(published, dropped, max(0, connects - 1), queued, in_flight, connected)
+        outbox = self._delivery.outbox_stats()
+        return LinkStats(published, dropped, max(0, connects - 1), queued, in_flight, connected, outbox)
 
     def start(self) -> None:
         """Connect in the background; a broker that is down now is retried with backoff."""
@@ -211,7 +213,9 @@ class MqttLink:
         self._closing = True
         deadline = time.monotonic() + STOP_FLUSH_S
         unsent = self._delivery.close(deadline)
-        if unsent:
+        if unsent and self._delivery.outbox_stats().durable:
+            _LOGGER.info("MQTT: %d queued messages kept on disk for the next start", unsent)
+        elif unsent:
             _LOGGER.warning("MQTT: %d queued messages were not delivered before shutdown", unsent)
         if self.connected:
             offline = OutMessage(self._topics.status, OFFLINE.encode(), STATUS_QOS, retain=True)

@@ -1,13 +1,16 @@
 """The event publisher: decisions, presence and state documents onto their topics, through the link's outbox.
 
 The one place that turns what the pipeline decided into the public payloads of ``events`` and picks
-their topics and retain flags. The daemon and ``edgeface bench`` both publish through it, so the
+their topics and retain flags. Every ``recognition`` and ``unknown`` event gets an ``event_id``
+(random, 32 hex digits): the outbox delivers at least once, so after a crash a consumer may see an
+event twice and drops the second by its id. The daemon and ``edgeface bench`` both publish through it, so the
 bench measures exactly what a door controller receives.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -57,13 +60,13 @@ class EventPublisher:
         total_ms = (time.monotonic() - decision.captured_at) * 1000.0
         if decision.status == "known":
             payload = events.recognition_event(decision, self._device_id, total_ms=total_ms)
-            self._publish(self.topics.recognition, payload)
+            self._publish(self.topics.recognition, {"event_id": _event_id(), **payload})
             return
         snapshot = None
         if self._snapshot is not None and decision.unknown_id is not None:
             snapshot = self._snapshot(decision.unknown_id)
         payload = events.unknown_event(decision, self._device_id, snapshot=snapshot, total_ms=total_ms)
-        self._publish(self.topics.unknown, payload)
+        self._publish(self.topics.unknown, {"event_id": _event_id(), **payload})
         if snapshot is not None:
             self._sink.publish(self.topics.unknown_snapshot, snapshot)  # raw JPEG for Home Assistant's image entity
 
@@ -84,3 +87,7 @@ class EventPublisher:
         self._sink.publish(topic, payload, retain=retain)
         if self._echo is not None:
             self._echo(f"{topic} {encode_payload(payload).decode()}")
+
+
+def _event_id() -> str:
+    return uuid.uuid4().hex

@@ -11,6 +11,10 @@ A signed command payload is the command's JSON object plus four fields:
   bytes are pure ASCII whatever the client's JSON library emits). The verb is part of the signed
   bytes, so a signed ``get`` cannot be replayed as ``delete``.
 
+``ts`` must be a finite number (NaN or infinity never goes stale, so it is refused). The nonce window
+(``nonces``) is kept in the device's state file by the daemon, so a captured command stays refused
+after a restart or a config reload.
+
 Keys come from a JSON file ``{key_id: secret}`` of mode 0600, or from the environment variable
 ``EDGEFACE_COMMAND_KEYS`` holding the same JSON. Secrets are used as their UTF-8 bytes.
 """
@@ -20,17 +24,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from edgeface.config import read_secret_file
 from edgeface.errors import CommandError, ConfigError
+from edgeface.mqtt.nonces import MemoryNonces, NonceStore
 
 KEYS_ENV = "EDGEFACE_COMMAND_KEYS"
 SIGNATURE_FIELDS = ("ts", "nonce", "key_id", "sig")
@@ -102,16 +107,14 @@ class Verifier:
         max_skew_s: float,
         nonce_cache_size: int = DEFAULT_NONCE_CACHE,
         clock: Callable[[], float] = time.time,
+        nonces: NonceStore | None = None,
     ) -> None:
-        """``clock`` returns unix seconds (tests give a controllable one)."""
+        """``clock`` returns unix seconds (tests give a controllable one); ``nonces`` is the window
+        (default: in memory, holding ``nonce_cache_size``)."""
         self._clock = clock
         self._keys = dict(keys)
         self._max_skew_s = max_skew_s
-        self._cache_size = nonce_cache_size
-        # (key_id, nonce) -> wall-clock expiry. Every entry lives 2 x max_skew_s from when it was
-        # seen, which outlasts the timestamp's own validity (ts <= now + skew, so ts + skew <=
-        # now + 2 skew) and keeps the dict ordered by expiry, so pruning pops from the front.
-        self._nonces: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._nonces = nonces if nonces is not None else MemoryNonces(nonce_cache_size)
         self._lock = threading.Lock()
 
     def verify(self, verb: str, payload: Mapping[str, Any]) -> None:
@@ -129,6 +132,9 @@ class Verifier:
             raise CommandError("unauthorized", f"nonce must be a string of {MIN_NONCE_LEN}..{MAX_NONCE_LEN} characters")
         if isinstance(ts, bool) or not isinstance(ts, int | float):
             raise CommandError("unauthorized", "ts must be a number (unix seconds)")
+        if not math.isfinite(ts):
+            # NaN compares false with everything, so it would never be stale.
+            raise CommandError("unauthorized", f"ts must be a finite number, got {ts}")
         secret = self._keys.get(key_id)
         if secret is None:
             raise CommandError("unauthorized", f"unknown key_id {key_id!r}")
@@ -143,12 +149,9 @@ class Verifier:
         self._remember(key_id, nonce, now)
 
     def _remember(self, key_id: str, nonce: str, now: float) -> None:
+        # Every entry lives 2 x max_skew_s from when it was seen, which outlasts the timestamp's own
+        # validity (ts <= now + skew, so ts + skew <= now + 2 skew). A full window refuses rather
+        # than evicting a live nonce, which would reopen it for replay (fail closed).
         with self._lock:
-            while self._nonces and next(iter(self._nonces.values())) <= now:
-                self._nonces.popitem(last=False)
-            if (key_id, nonce) in self._nonces:
+            if not self._nonces.remember(key_id, nonce, now + 2 * self._max_skew_s, now):
                 raise ReplayError(f"nonce already used (key {key_id!r})")
-            if len(self._nonces) >= self._cache_size:
-                # Evicting a live nonce would reopen it for replay: refuse instead (fail closed).
-                raise CommandError("unauthorized", "too many signed commands within max_skew_s; retry later")
-            self._nonces[(key_id, nonce)] = now + 2 * self._max_skew_s

@@ -19,18 +19,12 @@ from typing import Annotated, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeface.errors import CommandError
+from edgeface.vision.imageio import sniff_format, unsupported_format
 
 MAX_IMAGES = 20
 PersonId = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 Metadata = dict[str, Any]
-
-# First bytes of the image formats accepted for enrollment.
-_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"BM", "bmp"),
-)
 
 
 class DeviceContext(Protocol):
@@ -111,6 +105,26 @@ class DeviceContext(Protocol):
 
     def liveness(self, images: list[bytes]) -> dict[str, Any]:
         """``{"threshold", "images": [{"faces": [{bbox, live, score, reason}]}]}``: passive liveness per face."""
+        ...
+
+    def identify(self, image: bytes, top_k: int | None, threshold: float | None, remember: bool) -> dict[str, Any]:
+        """Every face of a photo with its status and top matches (``edgeface.service.still``)."""
+        ...
+
+    def verify(self, image: bytes, person_id: str | None, image_b: bytes | None) -> dict[str, Any]:
+        """Whether the photo's largest face is ``person_id`` (or the largest face of ``image_b``)."""
+        ...
+
+    def detect(self, image: bytes) -> dict[str, Any]:
+        """Boxes, detector scores, landmarks and quality of every face; no embedding."""
+        ...
+
+    def analyze(self, image: bytes) -> dict[str, Any]:
+        """Per face: emotion (when enabled), liveness (when a model is present) and quality."""
+        ...
+
+    def reset(self, confirm: str) -> dict[str, Any]:
+        """Empty the database (kept as a backup) when ``confirm`` is this device's id."""
         ...
 
 
@@ -208,19 +222,58 @@ class LivenessPayload(_Payload):
     )
 
 
-def decode_image(text: str, index: int) -> bytes:
-    """Base64 (optionally a ``data:image/...;base64,`` URL) to image bytes of a supported format."""
+Image = Annotated[str, Field(min_length=1, description="Base64 JPEG/PNG/WebP/BMP photo (or a data: URL).")]
+
+
+class IdentifyPayload(_Payload):
+    image: Image
+    top_k: int | None = Field(None, ge=1, le=50, description="Candidates per face (default decision.top_k).")
+    threshold: float | None = Field(None, ge=0, le=1, description="Match threshold for this request only.")
+    remember: bool = Field(False, description="Spool unknown faces so they can be confirmed like camera sightings.")
+
+
+class VerifyPayload(_Payload):
+    image: Image
+    person_id: PersonId | None = None
+    image_b: Image | None = Field(None, description="Compare with this photo instead of a person.")
+
+    @model_validator(mode="after")
+    def _against(self) -> VerifyPayload:
+        _exactly_one(self, ("person_id", "image_b"))
+        return self
+
+
+class ImagePayload(_Payload):
+    image: Image
+
+
+class ResetPayload(_Payload):
+    confirm: str = Field(min_length=1, max_length=128, description="This device's id, to confirm the reset.")
+
+
+def decode_field(text: str, where: str) -> bytes:
+    """Base64 (optionally a ``data:image/...;base64,`` URL) to image bytes of a supported format.
+
+    Only the magic bytes are checked here; the pixel limit is checked from the header when the
+    image is decoded (``edgeface.vision.imageio.decode_image``)."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise CommandError("bad_request", f"images.{index}: not valid base64: {exc}") from exc
-    if not any(data.startswith(magic) for magic, _ in _IMAGE_MAGIC) and not (
-        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-    ):
-        raise CommandError("bad_request", f"images.{index}: not a JPEG, PNG, WebP or BMP image")
+        raise CommandError("bad_request", f"{where}: not valid base64: {exc}") from exc
+    if not data:
+        raise CommandError("bad_request", f"{where}: empty image")
+    if sniff_format(data) is None:
+        other = unsupported_format(data)
+        what = f"a {other} image" if other else f"not an image (starts {data[:8].hex(' ')})"
+        raise CommandError("bad_request", f"{where}: {what}, not a JPEG, PNG, WebP or BMP image")
     return data
+
+
+def decode_image(text: str, index: int) -> bytes:
+    """One entry of an ``images`` list (enroll, liveness)."""
+    return decode_field(text, f"images.{index}")
 
 
 def _enroll(ctx: DeviceContext, p: EnrollPayload) -> dict[str, Any]:
@@ -231,6 +284,11 @@ def _enroll(ctx: DeviceContext, p: EnrollPayload) -> dict[str, Any]:
         return ctx.enroll_track(p.track_id, p.name, p.metadata, p.person_id, p.force)
     assert p.unknown_id is not None
     return ctx.confirm_unknown(p.unknown_id, p.person_id, p.name, p.metadata, p.force)
+
+
+def _verify(ctx: DeviceContext, p: VerifyPayload) -> dict[str, Any]:
+    other = decode_field(p.image_b, "image_b") if p.image_b is not None else None
+    return ctx.verify(decode_field(p.image, "image"), p.person_id, other)
 
 
 def _list(ctx: DeviceContext, p: ListPayload) -> dict[str, Any]:
@@ -267,5 +325,13 @@ VERBS: dict[str, Verb] = {
     "liveness": Verb(
         LivenessPayload, lambda ctx, p: ctx.liveness([decode_image(text, i) for i, text in enumerate(p.images)])
     ),
+    "identify": Verb(
+        IdentifyPayload,
+        lambda ctx, p: ctx.identify(decode_field(p.image, "image"), p.top_k, p.threshold, p.remember),
+    ),
+    "verify": Verb(VerifyPayload, _verify),
+    "detect": Verb(ImagePayload, lambda ctx, p: ctx.detect(decode_field(p.image, "image"))),
+    "analyze": Verb(ImagePayload, lambda ctx, p: ctx.analyze(decode_field(p.image, "image"))),
+    "reset": Verb(ResetPayload, lambda ctx, p: ctx.reset(p.confirm)),
 }
 """Every verb the device answers; anything else is a ``bad_request``."""

@@ -1,5 +1,11 @@
 """The capture thread: reads a FrameSource, paces replays, caps the rate, downscales, reconnects.
 
+A finite replay ends with END. It ends *failed* (``failure`` says why; the daemon exits with the
+source error's code 4 so that systemd's ``Restart=on-failure`` brings it back) when a read fails or
+when a looping replay cannot start over -- its file or folder vanished or holds no image any more.
+A live source that reopens but delivers no frame keeps backing off: the reconnect delay only
+returns to its initial value once a frame arrived.
+
 Each frame gets two clocks. ``Frame.captured_at`` is ``time.monotonic()`` when it was read and
 drives latency metrics. The *frame clock* ``t`` that tracking and decisions run on is media time for
 a finite replay (frame number / native fps, continuing across loops) and the monotonic time for a
@@ -93,6 +99,8 @@ class CaptureThread(threading.Thread):
         self.rate = RateMeter()
         self.frames = 0
         self.skipped = 0  # frames read but not passed on because of the fps cap
+        self.failure: str | None = None  # why a finite replay ended early; set before END is queued
+        self._next_delay = reconnect_initial_s  # backoff of the next reconnect; reset by a frame
 
     def run(self) -> None:
         try:
@@ -120,7 +128,7 @@ class CaptureThread(threading.Thread):
                 image = self.source.read()
             except SourceError as exc:
                 if not live:
-                    self._end(f"read failed: {exc}")
+                    self._end(f"read failed: {exc}", failed=True)
                     return
                 self._reconnect(str(exc))
                 continue
@@ -128,13 +136,20 @@ class CaptureThread(threading.Thread):
                 if live:
                     self._reconnect(f"{self.source.name} returned no frame")
                     continue
-                if self.loop and read_since_start > 0 and self._restart():
-                    read_since_start = 0
-                    continue
-                self._end("end of replay")
-                return
+                if not self.loop:
+                    self._end("end of replay")
+                    return
+                if read_since_start == 0:
+                    self._end("the looping replay yields no frame after starting over", failed=True)
+                    return
+                if (problem := self._restart()) is not None:
+                    self._end(f"the looping replay cannot start over: {problem}", failed=True)
+                    return
+                read_since_start = 0
+                continue
             read_ms = (time.perf_counter() - started) * 1000.0
             read_since_start += 1
+            self._next_delay = self.reconnect_initial_s
             if live:
                 t = time.monotonic()
             else:
@@ -176,19 +191,22 @@ class CaptureThread(threading.Thread):
         resized = cv2.resize(image, (self.resize_width, height), interpolation=cv2.INTER_AREA)
         return np.asarray(resized, dtype=np.uint8)
 
-    def _restart(self) -> bool:
-        """Rewind a looping replay; False when it cannot be reopened or is empty."""
+    def _restart(self) -> str | None:
+        """Rewind a looping replay; the reason when it cannot be reopened."""
         try:
             self.source.close()
             self.source.open()
         except SourceError as exc:
-            _LOGGER.warning("replay %s cannot restart: %s", self.source.name, exc)
-            return False
+            return str(exc)
         _LOGGER.debug("replay %s restarted", self.source.name)
-        return True
+        return None
 
-    def _end(self, detail: str) -> None:
-        _LOGGER.info("source %s ended: %s", self.source.name, detail)
+    def _end(self, detail: str, *, failed: bool = False) -> None:
+        if failed:
+            self.failure = detail
+            _LOGGER.warning("source %s failed: %s", self.source.name, detail)
+        else:
+            _LOGGER.info("source %s ended: %s", self.source.name, detail)
         self._state(ENDED, detail)
         self.out.put(END)
 
@@ -196,7 +214,7 @@ class CaptureThread(threading.Thread):
         """Close, then reopen with exponential backoff until it works or ``stop`` is set."""
         _LOGGER.warning("source %s lost: %s", self.source.name, detail)
         self.source.close()
-        delay = self.reconnect_initial_s
+        delay = self._next_delay
         while not self.stop.is_set():
             self._state(RECONNECTING, f"{detail}; retrying in {delay:.2f} s")
             if self._sleep(delay):
@@ -209,6 +227,9 @@ class CaptureThread(threading.Thread):
                 continue
             _LOGGER.info("source %s reconnected", self.source.name)
             self._state(STREAMING, "reconnected")
+            # Reopened is not streaming: a source that connects but sends nothing is lost again at
+            # once, and must wait longer each time (cleared by the next frame read).
+            self._next_delay = min(delay * 2.0, self.reconnect_max_s)
             return
 
     def _sleep(self, seconds: float) -> bool:

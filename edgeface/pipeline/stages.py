@@ -33,6 +33,7 @@ from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.tracker import Tracker
 from edgeface.pipeline.workers import (
     Aligner,
+    Attributes,
     DecideStage,
     Detected,
     Detector,
@@ -125,6 +126,7 @@ class Pipeline:
         unknown_snapshots: bool = False,
         measure: QualityMeasure = quality.measure,
         stop: threading.Event | None = None,
+        attributes: Attributes | None = None,
     ) -> None:
         src = source_config or SourceConfig()
         dec = decision_config or DecisionConfig()
@@ -183,9 +185,15 @@ class Pipeline:
             on_decision=on_decision,
             on_presence=on_presence,
             drained=self.drained,
+            attributes=attributes,
         )
         self._threads: list[threading.Thread] = [self.capture, self.detect, self.track, self.embed, self.decide]
         self._started_at: float | None = None
+
+    @property
+    def source_failure(self) -> str | None:
+        """Why a finite replay ended early (vanished, unreadable), or None; read once ``drained`` is set."""
+        return self.capture.failure
 
     @property
     def threads(self) -> list[threading.Thread]:

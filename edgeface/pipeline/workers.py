@@ -318,6 +318,10 @@ class EmbedStage(_Stage[Tracked]):
         self.out.put(END)
 
 
+Attributes = Callable[[ImageArray, BBox], dict[str, float]]
+"""Per-face attributes of a published recognition (emotion probabilities), computed on the decide thread."""
+
+
 class DecideStage(_Stage[Embedded]):
     def __init__(
         self,
@@ -329,8 +333,10 @@ class DecideStage(_Stage[Embedded]):
         on_decision: Callable[[Decision], None] | None,
         on_presence: Callable[[str, str, bool], None] | None,
         drained: threading.Event,
+        attributes: Attributes | None = None,
     ) -> None:
         super().__init__("decide", inbox, stop)
+        self._attributes = attributes
         self.decider = decider
         self.live_source = live_source
         self._on_decision = on_decision
@@ -362,6 +368,8 @@ class DecideStage(_Stage[Embedded]):
         for made in decisions:
             total = (time.monotonic() - frame.captured_at) * 1000.0
             decision = dataclasses.replace(made, stage_ms={**made.stage_ms, "decide": decide_ms, "total": total})
+            if self._attributes is not None and decision.status == "known":
+                decision = self._with_attributes(decision, frame.image)
             self.decision_latency.add(total)
             self.decisions += 1
             self.liveness_failed += decision.reason == "liveness_failed"
@@ -370,6 +378,13 @@ class DecideStage(_Stage[Embedded]):
                 self._deliver(self._on_decision, decision)
         self.latency.add((time.monotonic() - frame.captured_at) * 1000.0)
         self.rate.tick()
+
+    def _with_attributes(self, decision: Decision, image: ImageArray) -> Decision:
+        # Only for a recognition being published (a few per visit), never per frame.
+        t0 = time.perf_counter()
+        emotion = self._attributes(image, decision.bbox) if self._attributes is not None else None
+        stage_ms = {**decision.stage_ms, "attributes": (time.perf_counter() - t0) * 1000.0}
+        return dataclasses.replace(decision, emotion=emotion, stage_ms=stage_ms)
 
     def idle(self) -> None:
         # Only a live source's clock is the monotonic clock; a replay's time stands still between frames.

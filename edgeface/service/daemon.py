@@ -11,6 +11,15 @@ supervises: watchdog pings while every stage's heartbeat is fresh, status/state 
 
 A changed config file is validated first; a valid one restarts the components in-process with the
 new settings (the whole object is swapped, never patched), an invalid one is logged and ignored.
+The models are the one thing a reload keeps when ``[vision]`` and ``[liveness]`` did not change
+(``service.models``); ``service.memory`` keeps the rest of the native heap flat.
+
+What must survive a restart lives in the state directory (created 0700): the database, the unknown
+spool and ``mqtt.sqlite3`` -- the durable outbox (events queued during an outage) and the nonce
+window of signed commands, so neither a restart nor a reload loses an event or reopens a replay.
+
+Exit codes: 0 when stopped or when a finite replay ended; a replay whose file or folder vanished
+(or that fails to read) ends with the source error's 4, so that systemd restarts the unit.
 """
 
 from __future__ import annotations
@@ -20,40 +29,43 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from paho.mqtt.enums import MQTTProtocolVersion
 
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
 from edgeface.data import Decision
-from edgeface.errors import BrokerError, EdgefaceError
+from edgeface.errors import EdgefaceError, SourceError, storage_error
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
-from edgeface.liveness.passive import PassiveLiveness, open_passive
-from edgeface.liveness.policy import build_policy, uses_passive
+from edgeface.liveness.passive import PassiveLiveness
+from edgeface.liveness.policy import build_policy
 from edgeface.liveness.still import StillLiveness
 from edgeface.logs import LastProblem
 from edgeface.matching.db import FaceDatabase
-from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
+from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.matching.unknowns import UnknownSpool
-from edgeface.mqtt.broker import PROTOCOL as EMBEDDED_PROTOCOL
-from edgeface.mqtt.broker import EmbeddedBroker
 from edgeface.mqtt.commands import CommandDispatcher
 from edgeface.mqtt.controls import HaControls, controls_enabled, controls_key
 from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
+from edgeface.mqtt.durable import DurableOutbox
 from edgeface.mqtt.link import MqttLink
+from edgeface.mqtt.nonces import SqliteNonces
+from edgeface.mqtt.outbox import Outbox
 from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.retained import RetainedState
-from edgeface.mqtt.signing import Verifier, load_keys
+from edgeface.mqtt.signing import DEFAULT_NONCE_CACHE, Verifier, load_keys
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.stages import Pipeline
+from edgeface.service.broker import BrokerAddress, start_broker
 from edgeface.service.device import Device
 from edgeface.service.health import Health, SourceStatus
+from edgeface.service.memory import release_memory
+from edgeface.service.models import ModelCache, Models
 from edgeface.service.reload import FileWatcher
+from edgeface.service.signals import SignalStop
+from edgeface.service.still import StillImages, event_attributes
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
@@ -66,13 +78,6 @@ TICK_S = 0.5
 CONNECT_WAIT_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class _BrokerAddress:
-    host: str
-    port: int
-    protocol: MQTTProtocolVersion
-
-
 class Daemon:
     """``edgeface run``: one device, one source, one broker connection.
 
@@ -83,6 +88,7 @@ class Daemon:
 
     # --- built by the start steps, rebuilt whole on a config reload ---
     topics: Topics
+    _loaded: Models
     analyzer: FaceAnalyzer
     db: FaceDatabase
     spool: UnknownSpool
@@ -90,6 +96,7 @@ class Daemon:
     still_analyzer: FaceAnalyzer
     passive: PassiveLiveness | None
     still_liveness: StillLiveness
+    still: StillImages
     link: MqttLink
     publisher: EventPublisher
     source_status: SourceStatus
@@ -105,16 +112,22 @@ class Daemon:
         config_path: Path | None,
         stop: threading.Event,
         echo: Callable[[str], None] | None = None,
+        signals: SignalStop | None = None,
     ) -> None:
-        """``echo`` receives ``"<topic> <payload>"`` for each published event (the CLI prints them)."""
+        """``echo`` receives ``"<topic> <payload>"`` for each published event (the CLI prints them);
+        ``signals`` is the lock-free stop request of ``edgeface run``'s signal handlers (other
+        threads, such as tests and the config watcher, set ``stop`` directly)."""
         self.settings = settings
         self.echo = echo
         self.config_path = config_path
         self.stop = stop
+        self.signals = signals
         self.notifier = Notifier()
         self._reload_requested = threading.Event()
         self._pending: Settings | None = None
         self._problems = LastProblem()  # the state document's ``last_error``, across reloads
+        self._failure: EdgefaceError | None = None
+        self._models = ModelCache()  # kept across reloads while [vision] and [liveness] are unchanged
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -125,6 +138,7 @@ class Daemon:
             return self._run()
         finally:
             logging.getLogger().removeHandler(self._problems)
+            self._models.close()
 
     def _run(self) -> int:
         while True:
@@ -135,23 +149,28 @@ class Daemon:
                 self._supervise()
                 self.notifier.stopping()
                 _LOGGER.info("stopping")
-            if not self._reload_requested.is_set() or self._pending is None:
+            if self._failure is not None:
+                raise self._failure
+            signalled = self.signals is not None and self.signals.requested
+            if signalled or not self._reload_requested.is_set() or self._pending is None:
                 return 0
             _LOGGER.info("restarting with the reloaded configuration")
             self.settings, self._pending = self._pending, None
             self._reload_requested.clear()
             self.stop.clear()
+            release_memory()
 
     def _start(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
-        s.device.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_state_dir()
         self.topics = Topics(s.mqtt.base_topic, s.device.id)
         started_at = time.time()
         source = self._start_source()
-        self._start_models(stack)
+        self._start_models()
         self._start_database(stack)
         self._start_liveness()
-        address = self._start_broker(stack)
+        self._start_still()
+        address = start_broker(s.mqtt, stack)
         self._start_link(stack, address)
         self._start_retained(stack)
         self._start_pipeline(source)
@@ -165,15 +184,25 @@ class Daemon:
 
     # --- start steps, in order ------------------------------------------------------------------
 
+    def _start_state_dir(self) -> None:
+        state_dir = self.settings.device.state_dir
+        try:
+            # Owner-only: it holds faces, their embeddings and the queued events.
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, state_dir, "cannot create the state directory") from exc
+
     def _start_source(self) -> FrameSource:
         s = self.settings.source
         source = open_source(s.uri, width=s.width, height=s.height, fps=s.fps)
         self.source_status = SourceStatus(source.name)
         return source
 
-    def _start_models(self, stack: contextlib.ExitStack) -> None:
-        self.analyzer = FaceAnalyzer.from_config(self.settings.vision)
-        stack.callback(self.analyzer.close)
+    def _start_models(self) -> None:
+        """Load the models, or keep those of the previous run when ``[vision]`` and ``[liveness]`` are the same."""
+        self._loaded = self._models.get(self.settings.vision, self.settings.liveness)
+        self.analyzer = self._loaded.analyzer
+        self._enroll_analyzer = self._loaded.enroll_analyzer
 
     def _start_database(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
@@ -190,35 +219,37 @@ class Daemon:
             s.spool_dir, s.unknowns, match_threshold, embedder.model_id, keep_snapshots=s.unknowns.snapshots
         )
         stack.callback(self.spool.flush)
-        # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range
-        # detector so a second, smaller face in a photo is seen and refused.
-        enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(s.vision))
-        stack.callback(enroll_analyzer.close)
-        self.still_analyzer = enroll_analyzer  # also the still-image verbs': they run on the same command thread
+        self.still_analyzer = self._enroll_analyzer  # also the still-image verbs': same command thread
         gate = EnrollmentGate.from_config(s.database)
-        self.enroller = Enroller(self.db, enroll_analyzer, gate, duplicate_threshold=match_threshold)
+        self.enroller = Enroller(self.db, self._enroll_analyzer, gate, duplicate_threshold=match_threshold)
 
     def _start_liveness(self) -> None:
         """Passive liveness models: one for the pipeline, one for still images (the ``liveness`` verb)."""
-        s = self.settings
-        self.passive = open_passive(s.liveness, s.vision) if uses_passive(s.liveness.mode) else None
-        self.still_liveness = StillLiveness(self.still_analyzer.locate, open_passive(s.liveness, s.vision))
+        self.passive = self._loaded.passive
+        self.still_liveness = StillLiveness(self.still_analyzer.locate, self._loaded.still_passive)
 
-    def _start_broker(self, stack: contextlib.ExitStack) -> _BrokerAddress:
-        mqtt = self.settings.mqtt
-        if mqtt.host is not None:
-            return _BrokerAddress(mqtt.host, mqtt.port, MQTTProtocolVersion.MQTTv5)
-        broker = self._embedded_broker(mqtt.embedded_port)
-        stack.callback(broker.stop)
-        # amqtt speaks 3.1.1 only; command replies then go to reply/<request_id>.
-        _LOGGER.info("no broker configured: embedded MQTT broker on 127.0.0.1:%d", broker.port)
-        return _BrokerAddress("127.0.0.1", broker.port, EMBEDDED_PROTOCOL)
+    def _start_still(self) -> None:
+        """The still-image verbs, on the command worker's analyzer and passive model (same thread)."""
+        self.still = StillImages.from_config(
+            self.settings, self.still_analyzer, self.db, self.spool, liveness=self.still_liveness.passive
+        )
 
-    def _start_link(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
+    def _start_link(self, stack: contextlib.ExitStack, address: BrokerAddress) -> None:
         """The link (not connected yet); it outlives the pipeline so the last events and ``offline`` go out."""
         s = self.settings
         # Separate from ``self.stop``: the link keeps running until the stages drained.
         self._link_stop = threading.Event()
+        outbox: Outbox | None = None
+        if s.mqtt.outbox_durable:
+            durable = DurableOutbox(
+                s.mqtt_state_path,
+                max_messages=s.mqtt.outbox_size,
+                max_bytes=s.mqtt.outbox_max_bytes,
+                max_age_s=s.mqtt.outbox_max_age_s,
+            )
+            # Pushed before the link's stop: closed after the link stopped using it.
+            stack.callback(durable.close)
+            outbox = durable
         self.link = MqttLink(
             s.mqtt,
             self.topics,
@@ -228,6 +259,7 @@ class Daemon:
             host=address.host,
             port=address.port,
             protocol=address.protocol,
+            outbox=outbox,
         )
         stack.callback(self.link.stop)
 
@@ -250,6 +282,7 @@ class Daemon:
             on_source_state=self._on_source_state,
             unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
             stop=threading.Event(),
+            attributes=event_attributes(s),
         )
 
     def _start_health(self, started_at: float) -> None:
@@ -276,10 +309,15 @@ class Daemon:
             on_persons_changed=self._persons_changed,
             fleet_status=self._fleet_status if s.fleet.enabled else None,
             still_liveness=self.still_liveness,
+            device_id=s.device.id,
+            still=self.still,
         )
-        verifier = (
-            Verifier(load_keys(s.security.keys_file), s.security.max_skew_s) if s.security.require_signature else None
-        )
+        verifier = None
+        if s.security.require_signature:
+            # The window lives in the state file: a reload or a restart does not reopen it.
+            nonces = SqliteNonces(s.mqtt_state_path, DEFAULT_NONCE_CACHE)
+            stack.callback(nonces.close)
+            verifier = Verifier(load_keys(s.security.keys_file), s.security.max_skew_s, nonces=nonces)
         self._dispatcher = CommandDispatcher(
             device, self.link, self.topics, s.security, self._link_stop, verifier=verifier
         )
@@ -288,7 +326,7 @@ class Daemon:
         stack.callback(self._dispatcher.join, s.pipeline.stop_timeout_s)
         stack.callback(self._link_stop.set)
 
-    def _connect(self, address: _BrokerAddress) -> None:
+    def _connect(self, address: BrokerAddress) -> None:
         self.link.start()
         try:
             self.link.wait_connected(CONNECT_WAIT_S)
@@ -332,7 +370,7 @@ class Daemon:
             self.controls = HaControls(self.link, self.topics, self._dispatcher, key)
             self.controls.attach()
 
-    def _start_fleet(self, stack: contextlib.ExitStack, address: _BrokerAddress) -> None:
+    def _start_fleet(self, stack: contextlib.ExitStack, address: BrokerAddress) -> None:
         """Replication of the database with the fleet through the broker (``fleet.enabled``)."""
         if not self.settings.fleet.enabled:
             return
@@ -362,20 +400,6 @@ class Daemon:
         watcher.start()
         stack.callback(watcher.stop)
 
-    @staticmethod
-    def _embedded_broker(port: int) -> EmbeddedBroker:
-        broker = EmbeddedBroker("127.0.0.1", port)
-        try:
-            broker.start()
-        except BrokerError as exc:
-            if port == 0:
-                raise
-            # Typically a system Mosquitto already owns 1883: the demo still runs, on a free port.
-            _LOGGER.warning("%s; starting the embedded broker on a free port instead", exc)
-            broker = EmbeddedBroker("127.0.0.1", 0)
-            broker.start()
-        return broker
-
     def _stop_pipeline(self, pipeline: Pipeline) -> None:
         pipeline.stop()
         alive = pipeline.join()
@@ -388,9 +412,12 @@ class Daemon:
         next_status = 0.0
         next_ping = 0.0
         ping_every = self.notifier.watchdog_interval_s or TICK_S
-        while not self.stop.wait(TICK_S):
+        while not self._wait(TICK_S):
             now = time.monotonic()
             if self.pipeline.drained.is_set():
+                failure = self.pipeline.source_failure
+                if failure is not None:
+                    self._failure = SourceError(f"source {self.source_status.uri}: {failure}")
                 _LOGGER.info("source %s ended; stopping", self.source_status.uri)
                 self.stop.set()
                 break
@@ -406,6 +433,15 @@ class Daemon:
                 self.publisher.state(self.health.document())
                 self.notifier.status(self.health.status_line())
                 next_status = now + self.settings.service.status_interval_s
+
+    def _wait(self, timeout: float) -> bool:
+        """Sleep one tick; True once a stop was asked for (by a signal or another thread)."""
+        if self.signals is None:
+            return self.stop.wait(timeout)
+        if self.signals.wait(timeout):
+            # The handler only flagged it: setting the event (which takes a lock) happens here.
+            self.stop.set()
+        return self.stop.is_set()
 
     # --- callbacks between the components ----------------------------------------------------------
 

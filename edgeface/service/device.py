@@ -21,6 +21,7 @@ from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollResult
 from edgeface.matching.records import SampleSource
 from edgeface.matching.unknowns import UnknownSpool
+from edgeface.service.still import StillImages
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,9 +41,14 @@ class Device:
         on_persons_changed: Callable[[], None] = lambda: None,
         fleet_status: Callable[[], dict[str, Any]] | None = None,
         still_liveness: StillLiveness | None = None,
+        *,
+        device_id: str,
+        still: StillImages,
     ) -> None:
         """``fleet_status`` is the replicator's status, None when fleet replication is off; ``still_liveness``
         answers the ``liveness`` verb (None: the verb says no model is loaded)."""
+        self.device_id = device_id
+        self.still = still
         self.db = db
         self.still_liveness = still_liveness
         self.enroller = enroller
@@ -159,3 +165,29 @@ class Device:
             raise CommandError("bad_request", "this device has no passive liveness model loaded")
         judged = [self.still_liveness.judge(image, f"images.{i}") for i, image in enumerate(images)]
         return {"threshold": self.still_liveness.passive.threshold, "images": judged}
+
+    # Still images run on the command worker, on ``still``'s own analyzer (never the pipeline's).
+
+    def identify(self, image: bytes, top_k: int | None, threshold: float | None, remember: bool) -> dict[str, Any]:
+        return self.still.identify(image, top_k=top_k, threshold=threshold, remember=remember)
+
+    def verify(self, image: bytes, person_id: str | None, image_b: bytes | None) -> dict[str, Any]:
+        return self.still.verify(image, person_id=person_id, other=image_b)
+
+    def detect(self, image: bytes) -> dict[str, Any]:
+        return self.still.detect(image)
+
+    def analyze(self, image: bytes) -> dict[str, Any]:
+        return self.still.analyze(image)
+
+    def reset(self, confirm: str) -> dict[str, Any]:
+        if confirm != self.device_id:
+            raise CommandError(
+                "bad_request", f"confirm: {confirm!r} is not this device's id; send confirm={self.device_id!r} to reset"
+            )
+        before = self.db.generation
+        self.db.reset()
+        self._on_persons_changed()
+        backup = str(before) if self.db.backups_kept else None
+        _LOGGER.info("database %s reset by command; previous contents: backup %s", self.db.path, backup)
+        return {"generation": self.db.generation, "backup": backup, "persons": 0}

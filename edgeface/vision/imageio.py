@@ -101,6 +101,45 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+# Formats recognised by their first bytes only to name them in a refusal; OpenCV would decode some
+# (TIFF, PFM, JPEG 2000) but they are not part of the API, and a client should not depend on them.
+_OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+)
+SUPPORTED_FORMATS = ("jpeg", "png", "webp", "bmp")
+
+
+def sniff_format(data: bytes) -> str | None:
+    """``jpeg``/``png``/``webp``/``bmp`` from the magic bytes, or None when it is none of them."""
+    if data.startswith(_JPEG):
+        return "jpeg"
+    if data.startswith(_PNG):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    return None
+
+
+def unsupported_format(data: bytes) -> str | None:
+    """The name of a known image format we do not accept (``GIF``, ``HEIF`` ...), or None."""
+    for magic, name in _OTHER_MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[4:8] == b"ftyp":  # ISO base media: HEIC/AVIF photos from phones
+        brand = data[8:12]
+        return "AVIF" if brand in (b"avif", b"avis") else "HEIF"
+    return None
+
+
 def _u8(image: npt.NDArray[Any]) -> ImageArray:
     return np.asarray(image, dtype=np.uint8)
 

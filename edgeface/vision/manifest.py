@@ -71,7 +71,7 @@ class SourceSpec(_Entry):
 
 class ModelSpec(_Entry):
     id: str
-    role: Literal["detector", "landmarker", "embedder", "liveness"]
+    role: Literal["detector", "landmarker", "embedder", "liveness", "attributes"]
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=1)
@@ -79,7 +79,7 @@ class ModelSpec(_Entry):
     alignment: AlignmentSpec | None = None
     output: OutputSpec | None = None
     crop: CropSpec | None = None
-    # Liveness models: one label per output logit; "live" marks the bona fide class.
+    # Classifiers: one label per output, in output order; for liveness models "live" marks the bona fide class.
     classes: tuple[str, ...] | None = None
     metric: Literal["cosine"] | None = None
     default_threshold: float | None = Field(None, ge=-1, le=1)
@@ -109,6 +109,8 @@ class ModelSpec(_Entry):
             raise ValueError(f"model {self.id}: {len(self.classes)} classes for an output of another size")
         if self.role == "liveness" and self.classes is not None and "live" not in self.classes:
             raise ValueError(f"liveness model {self.id} has no 'live' class")
+        if self.role == "attributes" and not self.classes:
+            raise ValueError(f"attributes model {self.id} needs its classes")
         return self
 
     @cached_property

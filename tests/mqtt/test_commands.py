@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
 import threading
 import time
@@ -235,11 +236,61 @@ def test_full_queue_answers_busy_at_once(mosquitto, mqtt_probe) -> None:  # type
             assert device.entered.wait(10)
             mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "queued"}))
             mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "third"}))
-            assert "busy" in _error(mqtt_probe.wait_json(dev.topics.reply("third")), "internal")
+            assert "busy" in _error(mqtt_probe.wait_json(dev.topics.reply("third")), "busy")
         finally:
             device.gate.set()
         assert mqtt_probe.wait_json(dev.topics.reply("first"))["ok"] is True
         assert mqtt_probe.wait_json(dev.topics.reply("queued"))["ok"] is True
+
+
+def test_deep_json_is_bad_request_before_parsing(dev: RunningDevice, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    deep = '{"request_id": "deep", "y": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    message = _error(ask_raw(mqtt_probe, dev, "status", deep), "bad_request")
+    assert "nests 100001 levels deep; the limit is 32" in message
+    # Brackets inside strings are data, not nesting: this one is parsed, and refused for its unknown field.
+    assert "note" in _error(ask(mqtt_probe, dev, "status", note="[" * 1000), "bad_request")
+    # A 5000-digit integer is refused as a bad request, not an internal error.
+    huge = '{"n": ' + "9" * 5000 + "}"
+    assert "cannot be decoded" in _error(ask_raw(mqtt_probe, dev, "status", huge), "bad_request")
+    assert ask(mqtt_probe, dev, "status")["ok"] is True  # the worker and paho's thread are fine
+
+
+def test_every_payload_gets_one_reply_while_the_queue_is_full(mosquitto, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    device = _BlockingDevice()
+    bad: list[bytes] = [
+        b"[" * 1000,  # deep, unterminated
+        json.dumps({"request_id": "d", "a": json.loads("[" * 40 + "]" * 40)}).encode(),  # deep, valid JSON
+        b"\xff\xfe\x00binary" * 50,  # not UTF-8
+        b"x" * 2000,  # over max_payload_bytes (1024 here)
+        b'{"request_id": "' + b"r" * 200 + b'"}',  # unusable request id
+        b"[1, 2, 3]",  # not an object
+        b"",  # empty: status
+    ]
+    security = SecurityConfig(max_payload_bytes=1024)
+    with running_device(mosquitto.port, device=device, queue_size=1, security=security) as dev:
+        try:
+            mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "first"}))
+            assert device.entered.wait(10)
+            mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "queued"}))
+            mqtt_probe.wait_for(dev.topics.command("status"), predicate=lambda m: b"queued" in m.payload)
+            topics = []
+            for i, body in enumerate(bad):
+                topic = f"test/{uuid.uuid4().hex}/full-{i}"
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic = topic
+                mqtt_probe.publish(dev.topics.command("status"), body, properties=props)
+                topics.append(topic)
+            codes = [json.loads(mqtt_probe.wait_for(t).payload)["error"]["code"] for t in topics]
+            assert codes == ["busy", "busy", "busy", "too_large", "busy", "busy", "busy"]
+        finally:
+            device.gate.set()
+        assert mqtt_probe.wait_json(dev.topics.reply("first"))["ok"] is True
+        assert mqtt_probe.wait_json(dev.topics.reply("queued"))["ok"] is True
+        # A last command answered after everything else: no second reply to any of them came before it.
+        assert ask(mqtt_probe, dev, "status")["ok"] is True
+        for topic in topics:
+            with pytest.raises(AssertionError):
+                mqtt_probe.wait_for(topic, timeout=0.2)
 
 
 def test_commands_overtaken_by_shutdown_are_answered(mosquitto, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
@@ -380,3 +431,77 @@ def test_reply_cache_is_bounded_and_expires() -> None:
     assert (cache.get("b"), cache.get("a") is not None) == (None, True)  # least recently used evicted
     now[0] = 10.5
     assert cache.get("a") is None and cache.get("c") is None
+
+
+def _fuzz_payload(rng: np.random.Generator) -> bytes:
+    """A malformed or hostile command payload of one of several kinds."""
+    kind = int(rng.integers(0, 8))
+    if kind == 0:  # random bytes
+        return rng.bytes(int(rng.integers(1, 600)))
+    if kind == 1:  # deep nesting, closed or not
+        depth = int(rng.integers(33, 5000))
+        return b'{"a": ' + b"[" * depth + (b"]" * depth if rng.random() < 0.5 else b"") + b"}"
+    if kind == 2:  # a JSON value that is not an object
+        return rng.choice([b"[]", b"1", b'"x"', b"null", b"true", b"1e999", b"NaN"]).tobytes()
+    if kind == 3:  # truncated valid JSON
+        text = json.dumps({"request_id": "t", "name": "x" * int(rng.integers(0, 50)), "images": ["AAAA"]}).encode()
+        return text[: int(rng.integers(1, len(text)))]
+    if kind == 4:  # wrong field types
+        return json.dumps({"person_id": int(rng.integers(0, 9)), "limit": "ten", "skip": -1}).encode()
+    if kind == 5:  # huge numbers and long strings
+        return b'{"limit": ' + b"9" * int(rng.integers(4300, 6000)) + b"}"
+    if kind == 6:  # invalid UTF-8 inside a JSON string
+        return b'{"name": "\xc3\x28\xff"}'
+    return b"x" * 20_000  # over the size limit
+
+
+def test_fuzzed_payloads_get_exactly_one_reply_each(mosquitto, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    count = int(os.environ.get("EDGEFACE_FUZZ_COUNT", "200"))
+    rng = np.random.default_rng(20261201)
+    verbs = ["status", "list", "get", "enroll", "delete", "nope"]
+    device = _BlockingDevice()
+    security = SecurityConfig(max_payload_bytes=16384)
+    topics: list[str] = []
+    codes: dict[str, int] = {}
+
+    def collect(batch: list[str]) -> None:
+        for topic in batch:
+            reply = json.loads(mqtt_probe.wait_for(topic, timeout=60).payload)
+            code = "ok" if reply["ok"] else reply["error"]["code"]
+            codes[code] = codes.get(code, 0) + 1
+
+    with running_device(mosquitto.port, device=device, queue_size=2, security=security) as dev:
+        try:
+            # The worker is held inside a command for the first batch: the queue fills, then answers "busy".
+            mqtt_probe.publish(dev.topics.command("status"), json.dumps({"request_id": "hold"}))
+            assert device.entered.wait(10)
+            # Batches of 100 stay within the link's outbox (1000): a flood beyond it drops the oldest replies.
+            for start in range(0, count, 100):
+                batch = []
+                for _ in range(start, min(count, start + 100)):
+                    topic = f"test/fuzz-{uuid.uuid4().hex}"
+                    props = Properties(PacketTypes.PUBLISH)
+                    props.ResponseTopic = topic
+                    verb = verbs[int(rng.integers(0, len(verbs)))]
+                    mqtt_probe.client.publish(dev.topics.command(verb), _fuzz_payload(rng), qos=1, properties=props)
+                    batch.append(topic)
+                device.gate.set()
+                collect(batch)
+                topics += batch
+        finally:
+            device.gate.set()
+        assert ask(mqtt_probe, dev, "status")["ok"] is True  # answered after every fuzzed one
+        assert not [m for m in mqtt_probe.seen if m.topic in set(topics)]  # no second reply
+    assert set(codes) <= {"bad_request", "busy", "too_large", "not_found", "ok"}, codes
+    assert "internal" not in codes
+    print(f"\n{count} fuzzed payloads, one reply each: {codes}")
+def test_reset_needs_a_signature_and_the_device_id(signed_dev: RunningDevice, mqtt_probe) -> None:  # type: ignore[no-untyped-def]
+    signed_dev.device.persons["p1"] = {"person_id": "p1", "name": "A", "metadata": {}, "samples": [], "negatives": 0}
+    device_id = signed_dev.topics.device_id
+    unsigned = ask(mqtt_probe, signed_dev, "reset", {"request_id": "z1", "confirm": device_id})
+    assert "not signed" in _error(unsigned, "unauthorized")
+    wrong = ask(mqtt_probe, signed_dev, "reset", _signed("reset", {"request_id": "z2", "confirm": "other"}))
+    assert "confirm" in _error(wrong, "bad_request")
+    assert signed_dev.device.persons
+    ok = ask(mqtt_probe, signed_dev, "reset", _signed("reset", {"request_id": "z3", "confirm": device_id}))
+    assert ok["ok"] is True and signed_dev.device.persons == {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgeface.errors import CommandError, ConfigError
+from edgeface.mqtt.nonces import SqliteNonces
 from edgeface.mqtt.signing import KEYS_ENV, ReplayError, Verifier, canonical, load_keys, sign, signature
 
 SECRET = b"a-shared-secret-of-some-length"
@@ -148,3 +149,49 @@ def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_keys(None) == {"env-key": b"0123456789abcdef0"}
     monkeypatch.delenv(KEYS_ENV)
     assert load_keys(None) == {}
+
+
+@pytest.mark.parametrize("ts", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_timestamps_are_refused(ts: float) -> None:
+    # NaN compares false with everything: it would never be stale.
+    payload = sign({"x": 1}, "status", "k1", SECRET, ts=ts)
+    with pytest.raises(CommandError) as exc:
+        Verifier(KEYS, 300, clock=Clock()).verify("status", payload)
+    assert "finite" in _reason(exc)
+
+
+def test_persisted_window_refuses_a_replay_after_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "state" / "mqtt.sqlite3"
+    signed = sign({"x": 1}, "status", "k1", SECRET, ts=clock.now)
+    first = SqliteNonces(path, 100)
+    Verifier(KEYS, 300, clock=clock, nonces=first).verify("status", signed)
+    first.close()  # the daemon stops (or reloads)
+    again = SqliteNonces(path, 100)
+    try:
+        verifier = Verifier(KEYS, 300, clock=clock, nonces=again)
+        with pytest.raises(ReplayError):
+            verifier.verify("status", signed)
+        verifier.verify("status", sign({"x": 1}, "status", "k1", SECRET, ts=clock.now))  # a fresh one passes
+        # Expired entries are pruned: once the timestamp is stale the nonce is forgotten.
+        clock.now += 601
+        verifier.verify("status", sign({"x": 2}, "status", "k1", SECRET, ts=clock.now))
+        assert again.live(clock.now) == 1
+    finally:
+        again.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_persisted_window_fails_closed_when_full(tmp_path: Path) -> None:
+    clock = Clock()
+    nonces = SqliteNonces(tmp_path / "mqtt.sqlite3", 2)
+    try:
+        verifier = Verifier(KEYS, 300, clock=clock, nonces=nonces)
+        for n in range(2):
+            verifier.verify("status", sign({"n": n}, "status", "k1", SECRET, ts=clock.now))
+        with pytest.raises(CommandError) as exc:
+            verifier.verify("status", sign({"n": 3}, "status", "k1", SECRET, ts=clock.now))
+        assert "too many signed commands" in _reason(exc)
+    finally:
+        nonces.close()

@@ -228,3 +228,85 @@ def test_drop_queue_keeps_the_newest(stop: threading.Event) -> None:
     assert q.qsize() == 3
     assert q.drops == 7
     assert [q.get(0.1) for _ in range(3)] == [7, 8, 9]
+
+
+class SilentStream:
+    """A live stream that accepts the connection and then sends nothing (an HTTP camera that hangs)."""
+
+    name = "silent"
+    native_fps = None
+    is_live = True
+
+    def __init__(self) -> None:
+        self.opens: list[float] = []
+
+    def open(self) -> None:
+        self.opens.append(time.monotonic())
+
+    def read(self) -> ImageArray | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_stream_that_connects_but_sends_nothing_backs_off() -> None:
+    source = SilentStream()
+    source.open()
+    stop = threading.Event()
+    reconnecting = threading.Condition()
+    delays: list[float] = []
+
+    def on_state(state: str, detail: str) -> None:
+        if state == "reconnecting":
+            with reconnecting:
+                delays.append(float(detail.rsplit("retrying in ", 1)[1].split(maxsplit=1)[0]))
+                reconnecting.notify_all()
+
+    out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 2, stop)
+    thread = CaptureThread(source, out, stop, reconnect_initial_s=0.02, reconnect_max_s=0.16, on_source_state=on_state)
+    thread.start()
+    try:
+        with reconnecting:
+            assert reconnecting.wait_for(lambda: len(delays) >= 6, 20), delays
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+    # Every reopen "works", yet the delay keeps doubling: it only resets once a frame arrives.
+    assert delays[:6] == [0.02, 0.04, 0.08, 0.16, 0.16, 0.16]
+
+
+def test_a_looping_replay_whose_folder_vanishes_ends_as_a_failure(
+    samples_dir: Path, tmp_path: Path, stop: threading.Event
+) -> None:
+    folder = tmp_path / "replay"
+    folder.mkdir()
+    shutil.copy(samples_dir / "obama.jpg", folder / "0.jpg")
+    source = FolderSource(folder, hold_frames=2, fps=10)
+    source.open()
+    out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 4, stop, lossless=True)
+    thread = CaptureThread(source, out, stop, realtime=False, loop=True)
+    thread.start()
+    try:
+        assert isinstance(out.get(timeout=5), Captured)
+        shutil.rmtree(folder)
+        _collect(out)  # frames already read, then END
+    finally:
+        thread.join(5)
+    assert not thread.is_alive()
+    assert thread.failure is not None and "cannot start over" in thread.failure
+    assert "no such file or folder" in thread.failure
+
+
+def test_a_finite_replay_that_ends_is_no_failure(samples_dir: Path, stop: threading.Event) -> None:
+    source = FolderSource(samples_dir / "obama.jpg", hold_frames=2, fps=10)
+    source.open()
+    out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 4, stop, lossless=True)
+    thread = CaptureThread(source, out, stop, realtime=False, loop=False)
+    thread.start()
+    try:
+        assert len(_collect(out)) == 2
+    finally:
+        thread.join(5)
+    assert thread.failure is None

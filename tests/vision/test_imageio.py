@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from edgeface.errors import ImageError
-from edgeface.vision.imageio import ImageTooLargeError, decode_image, ensure_bgr, header_size, load_image
+from edgeface.vision.imageio import (
+    ImageTooLargeError,
+    decode_image,
+    ensure_bgr,
+    header_size,
+    load_image,
+    sniff_format,
+    unsupported_format,
+)
 
 from .support import ImageLoader
 
@@ -131,3 +139,19 @@ def test_ensure_bgr_explains_what_it_got(face_image: ImageLoader) -> None:
         ensure_bgr(b"\xff\xd8")
     with pytest.raises(ImageError, match="empty image"):
         ensure_bgr(image[:0])
+
+
+@pytest.mark.parametrize(
+    ("ext", "name"), [(".jpg", "jpeg"), (".png", "png"), (".webp", "webp"), (".bmp", "bmp"), (".tiff", None)]
+)
+def test_format_is_told_by_its_magic_bytes(face_image: ImageLoader, ext: str, name: str | None) -> None:
+    data = cv2.imencode(ext, face_image("obama.jpg"))[1].tobytes()
+    assert sniff_format(data) == name
+    assert unsupported_format(data) == (None if name else "TIFF")
+
+
+def test_other_formats_are_named_and_noise_is_not() -> None:
+    assert unsupported_format(b"GIF89a" + bytes(20)) == "GIF"
+    assert unsupported_format(b"\x00\x00\x00\x18ftypheic" + bytes(20)) == "HEIF"
+    assert unsupported_format(b"hello world, not an image") is None
+    assert sniff_format(b"hello world, not an image") is None
