@@ -46,6 +46,8 @@ def quality_json(quality: Quality) -> dict[str, Any]:
         "sharpness": num(quality.sharpness),
         "yaw": num(quality.yaw),
         "pitch": num(quality.pitch),
+        # "keypoints": FaceMesh rejected the face and it was aligned on the detector's keypoints (pitch unknown).
+        "aligned_by": quality.aligned_by,
     }
 
 

@@ -112,6 +112,7 @@ def test_identify_names_enrolled_person_and_calls_stranger_unknown(cmd: Commande
     assert face["best_match"]["similarity"] >= reply["threshold"]
     assert face["best_match"]["distance"] == pytest.approx(1 - face["best_match"]["similarity"], abs=1e-3)
     assert len(face["bbox"]) == 4 and face["quality"]["face_px"] > 0
+    assert face["quality"]["aligned_by"] == "landmarks"
     assert {"decode", "detect", "align", "embed", "match", "total"} <= set(reply["processing_time_ms"])
 
     stranger = cmd("identify", {"image": _photo(samples_dir / "biden.jpg")})
