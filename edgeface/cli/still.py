@@ -17,7 +17,7 @@ from typing import Any
 
 from edgeface.config import Settings, load_settings
 from edgeface.errors import CommandError
-from edgeface.service.still import StillImages
+from edgeface.service.still import StillImages, open_emotion
 
 StillVerb = Callable[[StillImages, bytes, argparse.Namespace], dict[str, Any]]
 
@@ -90,7 +90,7 @@ def _main(
             settings.db_path, analyzer.model_id, analyzer.embedder.dim, backups=settings.database.backups
         )
         passive = open_passive(settings.liveness, settings.vision)
-        still = StillImages.from_config(settings, analyzer, db, None, liveness=passive)
+        still = StillImages.from_config(settings, analyzer, db, None, liveness=passive, emotion=open_emotion(settings))
         for path in images:
             try:
                 reply = {"image": str(path), "ok": True, **run(still, _read(path), args)}

@@ -199,8 +199,8 @@ class Daemon:
         return source
 
     def _start_models(self) -> None:
-        """Load the models, or keep those of the previous run when ``[vision]`` and ``[liveness]`` are the same."""
-        self._loaded = self._models.get(self.settings.vision, self.settings.liveness)
+        """Load the models, or keep the previous run's while the model settings are the same (``service.models``)."""
+        self._loaded = self._models.get(self.settings)
         self.analyzer = self._loaded.analyzer
         self._enroll_analyzer = self._loaded.enroll_analyzer
 
@@ -231,7 +231,12 @@ class Daemon:
     def _start_still(self) -> None:
         """The still-image verbs, on the command worker's analyzer and passive model (same thread)."""
         self.still = StillImages.from_config(
-            self.settings, self.still_analyzer, self.db, self.spool, liveness=self.still_liveness.passive
+            self.settings,
+            self.still_analyzer,
+            self.db,
+            self.spool,
+            liveness=self.still_liveness.passive,
+            emotion=self._loaded.still_emotion,
         )
 
     def _start_link(self, stack: contextlib.ExitStack, address: BrokerAddress) -> None:
@@ -282,7 +287,7 @@ class Daemon:
             on_source_state=self._on_source_state,
             unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
             stop=threading.Event(),
-            attributes=event_attributes(s),
+            attributes=event_attributes(self._loaded.event_emotion),
         )
 
     def _start_health(self, started_at: float) -> None:

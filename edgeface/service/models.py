@@ -1,35 +1,43 @@
-"""The models one daemon run uses, kept across config reloads while ``[vision]`` and ``[liveness]`` stay the same.
+"""The models one daemon run uses, kept across config reloads while the model settings stay the same.
 
 Loading the TFLite interpreters again at every reload left ~46 MB of native heap behind each time
 (measured over 20 reloads in ``tests/service/test_faults.py``), and they hold no per-run state, so a
-reload reuses them unless the settings they were built from changed.
+reload reuses them unless the settings they were built from (``[vision]``, ``[liveness]``,
+``[attributes]``) changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeface.config import LivenessConfig, VisionConfig
+from edgeface.config import AttributesConfig, LivenessConfig, Settings, VisionConfig
 from edgeface.liveness.passive import PassiveLiveness, open_passive
 from edgeface.liveness.policy import uses_passive
 from edgeface.matching.enroll import enrollment_vision
+from edgeface.service.still import open_emotion
 from edgeface.vision.analyzer import FaceAnalyzer
+from edgeface.vision.emotion import EmotionClassifier
 
 
 @dataclass(frozen=True, slots=True)
 class Models:
-    """The loaded models of one ``[vision]`` and ``[liveness]``: the pipeline's and the command thread's."""
+    """The loaded models of one set of model settings: the pipeline's and the command thread's."""
 
     vision: VisionConfig
     liveness: LivenessConfig
+    attributes: AttributesConfig
     analyzer: FaceAnalyzer
     enroll_analyzer: FaceAnalyzer  # also the still-image verbs': same command thread
     passive: PassiveLiveness | None  # the pipeline's, when the liveness mode uses it
     still_passive: PassiveLiveness  # the ``liveness`` verb's
+    # Emotion, when ``attributes.enabled``: one interpreter for the decide thread, one for ``analyze``.
+    event_emotion: EmotionClassifier | None
+    still_emotion: EmotionClassifier | None
 
     @classmethod
-    def load(cls, vision: VisionConfig, liveness: LivenessConfig) -> Models:
+    def load(cls, settings: Settings) -> Models:
         """Load every model; a failure closes what was already loaded."""
+        vision, liveness = settings.vision, settings.liveness
         analyzer = FaceAnalyzer.from_config(vision)
         try:
             # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range
@@ -41,11 +49,22 @@ class Models:
         try:
             passive = open_passive(liveness, vision) if uses_passive(liveness.mode) else None
             still_passive = open_passive(liveness, vision)
+            event_emotion, still_emotion = open_emotion(settings), open_emotion(settings)
         except BaseException:
             enroll_analyzer.close()
             analyzer.close()
             raise
-        return cls(vision, liveness, analyzer, enroll_analyzer, passive, still_passive)
+        return cls(
+            vision,
+            liveness,
+            settings.attributes,
+            analyzer,
+            enroll_analyzer,
+            passive,
+            still_passive,
+            event_emotion,
+            still_emotion,
+        )
 
     def close(self) -> None:
         """Release the interpreters."""
@@ -59,12 +78,13 @@ class ModelCache:
     def __init__(self) -> None:
         self._models: Models | None = None
 
-    def get(self, vision: VisionConfig, liveness: LivenessConfig) -> Models:
+    def get(self, settings: Settings) -> Models:
         """The models for these settings: the cached ones, or freshly loaded (closing the stale ones)."""
-        if self._models is not None and (self._models.vision, self._models.liveness) != (vision, liveness):
+        wanted = (settings.vision, settings.liveness, settings.attributes)
+        if self._models is not None and (self._models.vision, self._models.liveness, self._models.attributes) != wanted:
             self.close()
         if self._models is None:
-            self._models = Models.load(vision, liveness)
+            self._models = Models.load(settings)
         return self._models
 
     def close(self) -> None:

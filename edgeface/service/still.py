@@ -59,12 +59,17 @@ class PassiveCheck(Protocol):
     def check(self, image_bgr: ImageArray, bbox: BBox) -> PassiveResultLike: ...
 
 
-def event_attributes(settings: Settings) -> Callable[[ImageArray, BBox], dict[str, float]] | None:
-    """The emotion of a recognised face for its event, on an interpreter of the decide thread's own;
-    None unless ``attributes.enabled``."""
+def open_emotion(settings: Settings) -> EmotionClassifier | None:
+    """The configured emotion model on an interpreter of its own; None unless ``attributes.enabled``."""
     if not settings.attributes.enabled:
         return None
-    classifier = EmotionClassifier(settings.vision.models_dir, settings.attributes.model, settings.vision.threads)
+    return EmotionClassifier(settings.vision.models_dir, settings.attributes.model, settings.vision.threads)
+
+
+def event_attributes(classifier: EmotionClassifier | None) -> Callable[[ImageArray, BBox], dict[str, float]] | None:
+    """The emotion of a recognised face for its event (``classifier`` is the decide thread's own); None without one."""
+    if classifier is None:
+        return None
 
     def emotion(image: ImageArray, bbox: BBox) -> dict[str, float]:
         return classifier.classify(image, [bbox])[0].probabilities
@@ -123,16 +128,13 @@ class StillImages:
         spool: UnknownSpool | None,
         *,
         liveness: PassiveCheck | None = None,
+        emotion: EmotionClassifier | None = None,
     ) -> StillImages:
-        """The daemon's and the CLI's instance: configured thresholds; the emotion model only when enabled.
+        """The daemon's and the CLI's instance, with the configured thresholds.
 
         ``liveness`` is reported per face; it decides (``liveness_failed``) only when ``liveness.mode``
-        makes the camera pipeline decide with it too."""
-        emotion = (
-            EmotionClassifier(settings.vision.models_dir, settings.attributes.model, settings.vision.threads)
-            if settings.attributes.enabled
-            else None
-        )
+        makes the camera pipeline decide with it too. ``emotion`` (``open_emotion``) is used by
+        ``analyze`` when given."""
         thresholds = Thresholds.resolve(settings.decision, analyzer.embedder.default_threshold)
         pacer = Pacer(settings.still.max_share)
         return cls(
