@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeface.config import MqttConfig, read_secret_file
-from edgeface.mqtt.link import RECONNECT_MIN_S, tls_context
+from edgeface.mqtt.link import RECONNECT_MIN_S, guard, tls_context
 from edgeface.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -88,11 +88,11 @@ class FleetClient:
         if cfg.tls is not None:
             client.tls_set_context(tls_context(cfg.tls))
             client.tls_insecure_set(cfg.tls.insecure)
-        client.on_connect = _guard(self._handle_connect)
-        client.on_disconnect = _guard(self._handle_disconnect)
-        client.on_subscribe = _guard(self._handle_subscribe)
-        client.on_message = _guard(self._handle_message)
-        client.on_publish = _guard(lambda _c, _u, mid, _reason, _p: self._on_acknowledged(mid))
+        client.on_connect = guard(self._handle_connect, "fleet")
+        client.on_disconnect = guard(self._handle_disconnect, "fleet")
+        client.on_subscribe = guard(self._handle_subscribe, "fleet")
+        client.on_message = guard(self._handle_message, "fleet")
+        client.on_publish = guard(lambda _c, _u, mid, _reason, _p: self._on_acknowledged(mid), "fleet")
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             client.connect_async(self.host, self.port, cfg.keepalive_s, clean_start=True)
         else:
@@ -180,14 +180,3 @@ class FleetClient:
         if person_id is not None:
             self._on_record(person_id, bytes(message.payload))
 
-
-def _guard(callback: Callable[..., None]) -> Callable[..., None]:
-    """An exception in a callback is logged, never raised into paho's network loop."""
-
-    def guarded(*args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            _LOGGER.exception("fleet: %s failed", getattr(callback, "__name__", "callback"))
-
-    return guarded

@@ -245,13 +245,13 @@ class MqttLink:
         if cfg.tls is not None:
             client.tls_set_context(tls_context(cfg.tls))
             client.tls_insecure_set(cfg.tls.insecure)
-        client.on_connect = _guard(self._handle_connect)
-        client.on_connect_fail = _guard(self._handle_connect_fail)
-        client.on_disconnect = _guard(self._handle_disconnect)
-        client.on_subscribe = _guard(self._handle_subscribe)
-        client.on_publish = _guard(lambda _c, _u, mid, reason, _p: self._delivery.acknowledged(mid, reason))
-        client.on_message = _guard(self._handle_message)
-        client.on_log = _guard(self._handle_log)
+        client.on_connect = guard(self._handle_connect)
+        client.on_connect_fail = guard(self._handle_connect_fail)
+        client.on_disconnect = guard(self._handle_disconnect)
+        client.on_subscribe = guard(self._handle_subscribe)
+        client.on_publish = guard(lambda _c, _u, mid, reason, _p: self._delivery.acknowledged(mid, reason))
+        client.on_message = guard(self._handle_message)
+        client.on_log = guard(self._handle_log)
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             client.connect_async(self.host, self.port, cfg.keepalive_s, clean_start=True)
         else:
@@ -380,14 +380,14 @@ class MqttLink:
         self._on_command(verb, bytes(message.payload), properties)
 
 
-def _guard(callback: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a paho callback: an exception is logged, never raised into paho's network loop."""
+def guard(callback: Callable[..., None], what: str = "MQTT") -> Callable[..., None]:
+    """Wrap a paho callback: an exception is logged (prefixed ``what``), never raised into paho's network loop."""
 
     def guarded(*args: Any) -> None:
         try:
             callback(*args)
         except Exception:
-            _LOGGER.exception("MQTT: %s failed", getattr(callback, "__name__", "callback"))
+            _LOGGER.exception("%s: %s failed", what, getattr(callback, "__name__", "callback"))
 
     return guarded
 
