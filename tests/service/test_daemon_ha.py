@@ -17,7 +17,7 @@ from edgeface.service.daemon import Daemon
 from edgeface.vision.analyzer import FaceAnalyzer
 from tests.conftest import Broker, MqttProbe, replay_folder
 from tests.mqtt.ha_schema import validate
-from tests.mqtt.test_retained import _drain
+from tests.mqtt.test_retained import _drain, _retained_now
 from tests.service.test_daemon import _config_file, _enroll, _settings, _spawn
 
 pytestmark = pytest.mark.slow
@@ -48,17 +48,6 @@ class Running:
         assert not self.thread.is_alive()
 
 
-def _retained(port: int, topic: str) -> bytes | None:
-    """What a client subscribing now is given for ``topic`` (None: nothing retained)."""
-    probe = MqttProbe(port, topic)
-    try:
-        return probe.wait_for(topic, timeout=2).payload
-    except AssertionError:
-        return None
-    finally:
-        probe.close()
-
-
 def _ha(port: int, tmp_path: Path, replay: Path, *, device: str, discovery: bool = True, **sections: dict) -> Settings:  # type: ignore[type-arg]
     """A looping replay (the daemon runs until the test stops it) with discovery under ``PREFIX``."""
     mqtt = {"discovery": discovery, "discovery_prefix": PREFIX, **sections.pop("mqtt", {})}
@@ -83,14 +72,14 @@ def test_crash_while_present_leaves_nothing_stuck(
         for stream in (proc.stdout, proc.stderr):
             assert stream is not None
             stream.close()
-    assert _retained(mosquitto.port, presence) == b"on"  # what the crash left
+    assert _retained_now(mosquitto.port, presence) == b"on"  # what the crash left
     _drain(mqtt_probe)  # the first run's own 'off' (before it saw him) must not count
     # Restarted where he never appears (a finite replay of someone else): he is not present.
     (tmp_path / "other").mkdir()
     replay = replay_folder(tmp_path / "other", samples_dir, "biden.jpg")
     with Running(_ha(mosquitto.port, tmp_path, replay, device="door", discovery=False)):
         mqtt_probe.wait_for(presence, timeout=60, predicate=lambda m: m.payload == b"off")
-    assert _retained(mosquitto.port, presence) == b"off"
+    assert _retained_now(mosquitto.port, presence) == b"off"
 
 
 def test_clean_stop_turns_presence_off_and_unknowns_name_the_closest_person(
@@ -112,7 +101,7 @@ def test_clean_stop_turns_presence_off_and_unknowns_name_the_closest_person(
         mqtt_probe.wait_for(presence, timeout=60, predicate=lambda m: m.payload == b"on")
         seen = mqtt_probe.wait_json(f"edgeface/porch/person/{obama}", timeout=30)
         assert seen["name"] == "Barack Obama" and 0 < seen["confidence"] <= 100
-    assert _retained(mosquitto.port, presence) == b"off"
+    assert _retained_now(mosquitto.port, presence) == b"off"
 
 
 def test_person_deleted_while_stopped_and_discovery_turned_off(
@@ -130,13 +119,13 @@ def test_person_deleted_while_stopped_and_discovery_turned_off(
     with Running(_ha(mosquitto.port, tmp_path, replay, device="hall")):
         mqtt_probe.wait_for(biden_config, timeout=60, predicate=lambda m: m.payload == b"")
         mqtt_probe.wait_for(f"edgeface/hall/presence/{biden}", timeout=30, predicate=lambda m: m.payload == b"")
-    assert _retained(mosquitto.port, biden_config) is None
-    assert _retained(mosquitto.port, obama_config) is not None
+    assert _retained_now(mosquitto.port, biden_config) is None
+    assert _retained_now(mosquitto.port, obama_config) is not None
     with Running(_ha(mosquitto.port, tmp_path, replay, device="hall", discovery=False)):
         for topic in (obama_config, device_config):
             mqtt_probe.wait_for(topic, timeout=60, predicate=lambda m: m.payload == b"")
-    assert _retained(mosquitto.port, obama_config) is None
-    assert _retained(mosquitto.port, device_config) is None
+    assert _retained_now(mosquitto.port, obama_config) is None
+    assert _retained_now(mosquitto.port, device_config) is None
 
 
 def test_broker_restart_without_persistence_and_home_assistant_birth(
