@@ -70,7 +70,10 @@ class FolderSource:
         if self.path.is_file():
             files = [self.path]
         elif self.path.is_dir():
-            files = sorted(p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                files = sorted(p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as exc:  # removed or unmounted between the check and the listing
+                raise SourceError(f"source {self.path}: the folder cannot be listed: {exc.strerror}") from exc
         else:
             raise SourceError(f"source {self.path}: no such file or folder")
         if not files:
