@@ -28,7 +28,7 @@ from tflite_export import Quantization, convert, ms_per_chip, run
 from edgeface.data import BBox
 from edgeface.liveness.passive import crop_box
 from edgeface.samples import ensure_samples
-from edgeface.vision.detect import create_detector
+from edgeface.vision.backends import create_detector
 
 Array = npt.NDArray[Any]
 

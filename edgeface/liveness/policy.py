@@ -74,6 +74,11 @@ class LivenessPolicy(Protocol):
         """Seconds of a track's history the policy looks at; the caller need keep no more (0: none)."""
         ...
 
+    @property
+    def uses_landmarks(self) -> bool:
+        """Whether ``assess`` reads FaceMesh landmarks: the pipeline then runs FaceMesh on every sighting."""
+        ...
+
     def assess(self, history: TrackHistory) -> LivenessResult:
         """Judge the track from its sightings, oldest first; ``live=None`` when there is too little evidence."""
         ...
@@ -84,6 +89,7 @@ class NoLiveness:
 
     required = False
     window_s = 0.0
+    uses_landmarks = False
 
     def assess(self, history: TrackHistory) -> LivenessResult:
         """No evidence is gathered; the result says so."""
@@ -94,6 +100,7 @@ class LandmarkLiveness:
     """Blink and/or motion evidence from a track's FaceMesh landmarks (see the module docstring)."""
 
     required = True
+    uses_landmarks = True
 
     def __init__(
         self,
@@ -160,6 +167,7 @@ class PassivePolicy:
         self.samples = samples
         self.window_s = window_s
         self.landmarks = landmarks
+        self.uses_landmarks = landmarks is not None
 
     def assess(self, history: TrackHistory) -> LivenessResult:
         """Pass or fail once ``samples`` sightings in the window are scored (and the landmark checks, if combined)."""

@@ -1,13 +1,14 @@
-"""The pipeline: capture -> detect(+landmarks) -> track -> align+embed -> decide, one thread each.
+"""The pipeline: capture -> detect -> track (+landmarks) -> align+embed -> decide -> spool, one thread each.
 
 Threads are named and non-daemon, share one ``stop`` Event, and hand over through bounded
 ``DropQueue``s (the producer drops the oldest item when the next stage is behind, so latency stays
 bounded and a slow stage costs frames, not memory). Each stage keeps a heartbeat and rolling
 latency statistics; ``Pipeline.metrics()`` gathers them.
 
-A finite replay ends with an END item that every stage passes on after its last frame; the decide
-stage then turns presence off, sets ``drained`` and sets ``stop`` -- ``edgeface run`` on a file
-exits when the file is done.
+A ``Pipeline`` is built from the frame source, the ``Vision`` boundary, a database ``Lookup``, one
+frozen ``PipelineSettings`` and one ``EventSink``; optional parts (the unknown spool, the liveness
+policy, the passive model, event attributes) come as ``PipelineParts``. The command side reads the
+per-track samples from ``Pipeline.samples`` directly.
 """
 
 from __future__ import annotations
@@ -15,89 +16,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
-from edgeface.config import DecisionConfig, PipelineConfig, SourceConfig, TrackerConfig
-from edgeface.data import Decision, FloatArray, ImageArray
-from edgeface.errors import EdgefaceError
-from edgeface.liveness.policy import LivenessPolicy
-from edgeface.matching.matcher import match
-from edgeface.matching.snapshot import DbSnapshot
-from edgeface.pipeline.capture import STREAMING, Captured, CaptureThread, EndOfStream, SourceState
-from edgeface.pipeline.decide import Decider, Lookup, LookupResult, UnknownObserver
+from edgeface.liveness.policy import LivenessPolicy, NoLiveness
+from edgeface.pipeline.capture import STREAMING, Captured, CaptureThread, EndOfStream
+from edgeface.pipeline.decide import Decider
+from edgeface.pipeline.lookup import Lookup
+from edgeface.pipeline.outlets import Attributes, DecideStage, DecisionOutlet, SpoolStage
 from edgeface.pipeline.queues import DropQueue
-from edgeface.pipeline.rules import Thresholds
+from edgeface.pipeline.samples import SampleRing
+from edgeface.pipeline.settings import EventSink, PipelineSettings
+from edgeface.pipeline.stage import Detected, Embedded, Tracked, Unknown
 from edgeface.pipeline.tracker import Tracker
-from edgeface.pipeline.workers import (
-    Aligner,
-    Attributes,
-    DecideStage,
-    Detected,
-    Detector,
-    DetectStage,
-    Embedded,
-    Embedder,
-    EmbedStage,
-    Landmarker,
-    PassiveScorer,
-    QualityMeasure,
-    Tracked,
-    TrackStage,
-)
+from edgeface.pipeline.unknowns import UnknownObserver, UnknownRouter
+from edgeface.pipeline.workers import DetectStage, EmbedStage, PassiveScorer, TrackStage
 from edgeface.sources.base import FrameSource
-from edgeface.vision import quality
-
-if TYPE_CHECKING:
-    from edgeface.matching.db import FaceDatabase
-    from edgeface.vision.analyzer import FaceAnalyzer
+from edgeface.vision.analyzer import Vision
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["Aligner", "Detector", "Embedder", "Landmarker", "Pipeline", "QualityMeasure", "snapshot_lookup"]
 
-SnapshotProvider = Callable[[], DbSnapshot]
-MetadataProvider = Callable[[str], Mapping[str, object]]
+@dataclass(frozen=True, slots=True)
+class PipelineParts:
+    """The optional collaborators of a pipeline; each absent part turns its feature off."""
 
-
-class SnapshotLookup:
-    """The decision ``Lookup`` over the database: the provider is asked per match, so a reload lands atomically."""
-
-    def __init__(
-        self, snapshot_provider: SnapshotProvider, top_k: int, metadata_provider: MetadataProvider | None = None
-    ) -> None:
-        self._snapshots = snapshot_provider
-        self._top_k = top_k
-        self._metadata = metadata_provider
-
-    def __call__(self, vector: FloatArray, /) -> LookupResult:
-        """Top-k match on the current snapshot, the best candidate's metadata and the snapshot's generation."""
-        snapshot = self._snapshots()
-        result = match(snapshot, vector[np.newaxis, :], self._top_k)[0]
-        best = result.best
-        if best is None or self._metadata is None:
-            return LookupResult(result, {}, snapshot.generation)
-        try:
-            return LookupResult(result, self._metadata(best.person_id), snapshot.generation)
-        except EdgefaceError:
-            # Deleted between the snapshot and now: no metadata, so no grant.
-            return LookupResult(result, {}, snapshot.generation)
-
-    def generation(self) -> int:
-        """The current snapshot's generation (the database builds a snapshot once per generation)."""
-        return self._snapshots().generation
-
-
-def snapshot_lookup(
-    snapshot_provider: SnapshotProvider, top_k: int, metadata_provider: MetadataProvider | None = None
-) -> Lookup:
-    """A decision ``Lookup`` over the database (see ``SnapshotLookup``)."""
-    return SnapshotLookup(snapshot_provider, top_k, metadata_provider)
-
-
-# --- the whole pipeline -----------------------------------------------------------------------
+    spool: UnknownObserver | None = None  # unknown faces get an id and can be confirmed
+    liveness: LivenessPolicy | None = None  # None: liveness off
+    passive: PassiveScorer | None = None  # the passive model, scored with each embedding
+    attributes: Attributes | None = None  # per-recognition attributes (emotion)
 
 
 class Pipeline:
@@ -106,88 +53,77 @@ class Pipeline:
     def __init__(
         self,
         source: FrameSource,
-        detector: Detector,
-        landmarker: Landmarker,
-        embedder: Embedder,
+        vision: Vision,
+        lookup: Lookup,
+        settings: PipelineSettings,
+        sink: EventSink,
+        parts: PipelineParts = PipelineParts(),
         *,
-        aligner: Aligner,
-        snapshot_provider: SnapshotProvider,
-        metadata_provider: MetadataProvider | None = None,
-        spool: UnknownObserver | None = None,
-        liveness: LivenessPolicy | None = None,
-        passive: PassiveScorer | None = None,
-        source_config: SourceConfig | None = None,
-        decision_config: DecisionConfig | None = None,
-        tracker_config: TrackerConfig | None = None,
-        pipeline_config: PipelineConfig | None = None,
-        on_decision: Callable[[Decision], None] | None = None,
-        on_presence: Callable[[str, str, bool], None] | None = None,
-        on_source_state: SourceState | None = None,
-        unknown_snapshots: bool = False,
-        measure: QualityMeasure = quality.measure,
         stop: threading.Event | None = None,
-        attributes: Attributes | None = None,
     ) -> None:
-        src = source_config or SourceConfig()
-        dec = decision_config or DecisionConfig()
-        trk = tracker_config or TrackerConfig()
-        self.config = pipeline_config or PipelineConfig()
+        self.settings = settings
         self.source = source
         self.stop_event = stop or threading.Event()
         self.drained = threading.Event()
-        self._on_source_state = on_source_state
-        self.thresholds = Thresholds.resolve(
-            dec, embedder.default_threshold, band=embedder.uncertain_band, margin=embedder.default_margin
-        )
-        lookup = snapshot_lookup(snapshot_provider, dec.top_k, metadata_provider)
+        self._sink = sink
+        self.thresholds = settings.thresholds
+        liveness = parts.liveness or NoLiveness()
         self.decider = Decider(
-            dec, self.thresholds, lookup, liveness=liveness, spool=spool, unknown_snapshots=unknown_snapshots
+            settings.decision, self.thresholds, lookup, liveness=liveness, unknown_snapshots=settings.unknown_snapshots
         )
+        self.samples: SampleRing = self.decider.samples
         # A replay that is not paced in real time is offline processing: every frame is wanted.
-        lossless = not source.is_live and not src.realtime
-        size, stop_ev = self.config.queue_size, self.stop_event
+        capture = settings.capture
+        lossless = not source.is_live and not capture.realtime
+        size, stop_ev = settings.queue_size, self.stop_event
         self.queues: dict[str, DropQueue[Any]] = {
             "detect": DropQueue[Captured | EndOfStream]("detect", size, stop_ev, lossless=lossless),
             "track": DropQueue[Detected | EndOfStream]("track", size, stop_ev, lossless=lossless),
             "embed": DropQueue[Tracked | EndOfStream]("embed", size, stop_ev, lossless=lossless),
             "decide": DropQueue[Embedded | EndOfStream]("decide", size, stop_ev, lossless=lossless),
+            # Strangers are rare and each one matters: room for a crowd of them, never dropped silently.
+            "spool": DropQueue[Unknown | EndOfStream]("spool", max(size, 16), stop_ev, lossless=lossless),
         }
         q = self.queues
         self.capture = CaptureThread(
             source,
             q["detect"],
             stop_ev,
-            fps=src.fps,
-            realtime=src.realtime,
-            loop=src.loop,
-            resize_width=src.resize_width,
-            reconnect_initial_s=src.reconnect_initial_s,
-            reconnect_max_s=src.reconnect_max_s,
-            on_source_state=on_source_state,
+            fps=capture.fps,
+            realtime=capture.realtime,
+            loop=capture.loop,
+            resize_width=capture.resize_width,
+            reconnect_initial_s=capture.reconnect_initial_s,
+            reconnect_max_s=capture.reconnect_max_s,
+            on_source_state=sink.source_state,
         )
-        self.detect = DetectStage(q["detect"], q["track"], stop_ev, detector, landmarker)
-        self.track = TrackStage(q["track"], q["embed"], stop_ev, Tracker(trk.iou_threshold, trk.max_age_s))
-        self.embed = EmbedStage(
+        self.detect = DetectStage(q["detect"], q["track"], stop_ev, vision)
+        self.track = TrackStage(
+            q["track"],
             q["embed"],
-            q["decide"],
             stop_ev,
-            aligner=aligner,
-            embedder=embedder,
-            measure=measure,
-            decider=self.decider,
-            passive=passive,
+            tracker=Tracker(settings.iou_threshold, settings.track_max_age_s),
+            vision=vision,
+            scheduler=self.decider.scheduler,
+            min_face_px=settings.decision.min_face_px,
         )
+        self.embed = EmbedStage(
+            q["embed"], q["decide"], stop_ev, vision=vision, decision=settings.decision, passive=parts.passive
+        )
+        self.outlet = DecisionOutlet(sink)
         self.decide = DecideStage(
             q["decide"],
+            q["spool"],
             stop_ev,
             self.decider,
+            self.outlet,
             live_source=source.is_live,
-            on_decision=on_decision,
-            on_presence=on_presence,
-            drained=self.drained,
-            attributes=attributes,
+            attributes=parts.attributes,
         )
-        self._threads: list[threading.Thread] = [self.capture, self.detect, self.track, self.embed, self.decide]
+        router = UnknownRouter(parts.spool, settings.decision.cooldown_s)
+        self.spool = SpoolStage(q["spool"], stop_ev, router, self.outlet, self.drained)
+        self._stages = (self.detect, self.track, self.embed, self.decide, self.spool)
+        self._threads: list[threading.Thread] = [self.capture, *self._stages]
         self._started_at: float | None = None
 
     @property
@@ -199,31 +135,11 @@ class Pipeline:
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
 
-    @classmethod
-    def from_analyzer(
-        cls, source: FrameSource, vision: FaceAnalyzer, database: FaceDatabase, **options: Any
-    ) -> Pipeline:
-        """A pipeline over one analyzer's models and one database; ``options`` are the keyword arguments above.
-
-        Each match reads the database's current snapshot, and a grant reads the person's metadata then.
-        """
-        return cls(
-            source,
-            vision.detector,
-            vision.landmarker,
-            vision.embedder,
-            aligner=vision.aligner,
-            snapshot_provider=database.snapshot,
-            metadata_provider=lambda person_id: database.get(person_id).metadata,
-            **options,
-        )
-
     def start(self) -> None:
         """Open the source (SourceError propagates: fail fast) and start the threads, last stage first."""
         self.source.open()
         self._started_at = time.monotonic()
-        if self._on_source_state is not None:
-            self._on_source_state(STREAMING, self.source.name)
+        self._sink.source_state(STREAMING, self.source.name)
         for thread in reversed(self._threads):
             thread.start()
 
@@ -233,7 +149,7 @@ class Pipeline:
 
     def join(self, timeout: float | None = None) -> list[str]:
         """Wait up to ``timeout`` seconds in total (default ``stop_timeout_s``); names of threads still alive."""
-        deadline = time.monotonic() + (self.config.stop_timeout_s if timeout is None else timeout)
+        deadline = time.monotonic() + (self.settings.stop_timeout_s if timeout is None else timeout)
         for thread in self._threads:
             if thread.ident is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -244,19 +160,12 @@ class Pipeline:
 
     def heartbeats(self) -> dict[str, float]:
         """Last loop time (monotonic) of each stage thread, by thread name."""
-        return {
-            self.capture.name: self.capture.heartbeat,
-            **{s.name: s.heartbeat for s in (self.detect, self.track, self.embed, self.decide)},
-        }
-
-    def track_samples(self, track_id: int) -> list[tuple[FloatArray, ImageArray]]:
-        """Recent (embedding, aligned chip) pairs of a live or recently ended track (for enroll/reject)."""
-        return self.decider.track_samples(track_id)
+        return {self.capture.name: self.capture.heartbeat, **{s.name: s.heartbeat for s in self._stages}}
 
     def metrics(self) -> dict[str, Any]:
         """fps, per-stage p50/p95 ms, capture->decide latency, drops and depth per queue, counters."""
         stages = {"capture": self.capture.stats.summary()}
-        for stage in (self.detect, self.track, self.embed, self.decide):
+        for stage in self._stages:
             stages[stage.name] = stage.stats.summary()
         return {
             "fps": round(self.decide.rate.rate(), 2),
@@ -264,16 +173,18 @@ class Pipeline:
             "frames": self.capture.frames,
             "processed": self.decide.items,
             "faces": self.detect.faces,
+            "landmarked": self.track.landmarked,
+            "unaligned": self.track.unaligned,
             "embeddings": self.embed.embedded,
             "tracks": self.track.live,
-            "decisions": self.decide.decisions,
-            "liveness_failed": self.decide.liveness_failed,
+            "decisions": self.outlet.decisions,
+            "liveness_failed": self.outlet.liveness_failed,
             "passive_checks": self.embed.passive_checks,
             "passive_ms": self.embed.passive_stats.summary(),
             "stages": stages,
             "embed_batch": self.embed.batch_stats.summary(),
             "latency_ms": self.decide.latency.summary(),
-            "decision_latency_ms": self.decide.decision_latency.summary(),
+            "decision_latency_ms": self.outlet.latency.summary(),
             "drops": {name: q.drops for name, q in self.queues.items()},
             "queued": {name: q.qsize() for name, q in self.queues.items()},
             "uptime_s": round(time.monotonic() - self._started_at, 1) if self._started_at else 0.0,

@@ -34,7 +34,6 @@ from typing import Any
 
 from edgeface import __version__
 from edgeface.config import Settings, load_settings
-from edgeface.data import Decision
 from edgeface.errors import EdgefaceError, SourceError, storage_error
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
@@ -56,10 +55,13 @@ from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.retained import RetainedState
 from edgeface.mqtt.signing import DEFAULT_NONCE_CACHE, Verifier, load_keys
 from edgeface.mqtt.topics import Topics
+from edgeface.pipeline.lookup import SnapshotLookup
 from edgeface.pipeline.rules import Thresholds
-from edgeface.pipeline.stages import Pipeline
+from edgeface.pipeline.settings import PipelineSettings
+from edgeface.pipeline.stages import Pipeline, PipelineParts
 from edgeface.service.broker import BrokerAddress, start_broker
 from edgeface.service.device import Device
+from edgeface.service.events import DeviceEvents
 from edgeface.service.health import Health, SourceStatus
 from edgeface.service.memory import release_memory
 from edgeface.service.models import ModelCache, Models
@@ -271,24 +273,29 @@ class Daemon:
     def _start_pipeline(self, source: FrameSource) -> None:
         """The pipeline, built but not started (``_start_capture`` starts it once everything else runs)."""
         s = self.settings
-        self.pipeline = Pipeline.from_analyzer(
-            source,
-            self.analyzer,
-            self.db,
+        settings = PipelineSettings.of(
+            self.analyzer.embedder,
+            source=s.source,
+            decision=s.decision,
+            tracker=s.tracker,
+            pipeline=s.pipeline,
+            unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
+        )
+        parts = PipelineParts(
             spool=self.spool,
             liveness=build_policy(s.liveness, self.still_liveness.passive.threshold),
             passive=self.passive,
-            source_config=s.source,
-            decision_config=s.decision,
-            tracker_config=s.tracker,
-            pipeline_config=s.pipeline,
-            on_decision=self._on_decision,
-            on_presence=self.publisher.presence,
-            on_source_state=self._on_source_state,
-            unknown_snapshots=s.unknowns.snapshots or s.unknowns.publish_snapshot,
-            stop=threading.Event(),
             attributes=event_attributes(self._loaded.event_emotion),
         )
+        events = DeviceEvents(
+            self.publisher,
+            self.retained,
+            self.source_status,
+            controls=lambda: self.controls,
+            document=self._state_document,
+        )
+        lookup = SnapshotLookup.over(self.db, s.decision.top_k)
+        self.pipeline = Pipeline(source, self.analyzer, lookup, settings, events, parts)
 
     def _start_health(self, started_at: float) -> None:
         self.health = Health(
@@ -309,7 +316,7 @@ class Daemon:
             self.db,
             self.enroller,
             self.spool,
-            track_samples=self.pipeline.track_samples,
+            track_samples=self.pipeline.samples.get,
             status=self.health.document,
             on_persons_changed=self._persons_changed,
             fleet_status=self._fleet_status if s.fleet.enabled else None,
@@ -409,7 +416,7 @@ class Daemon:
         pipeline.stop()
         alive = pipeline.join()
         if alive:
-            _LOGGER.warning("threads still alive after %.1fs: %s", pipeline.config.stop_timeout_s, ", ".join(alive))
+            _LOGGER.warning("threads still alive after %.1fs: %s", pipeline.settings.stop_timeout_s, ", ".join(alive))
 
     # --- supervision ------------------------------------------------------------------------------
 
@@ -453,23 +460,13 @@ class Daemon:
     def _on_command(self, verb: str, payload: bytes, properties: Any) -> None:
         self._dispatcher.submit(verb, payload, properties)
 
-    def _on_decision(self, decision: Decision) -> None:
-        # "The last unknown" first: whoever reads the event may press a button at once.
-        if self.controls is not None and decision.unknown_id is not None:
-            self.controls.unknown_seen(decision.unknown_id)
-        self.publisher.decision(decision)
-        if decision.status == "known":
-            self.retained.recognised(decision)
-
-    def _on_source_state(self, state: str, detail: str) -> None:
-        self.source_status.update(state, detail)
-        _LOGGER.info("source %s: %s %s", self.source_status.uri, state, detail)
-        self.publisher.state(self.health.document())
-
     def _fleet_status(self) -> dict[str, Any]:
         if self.replicator is None:
             return {"enabled": True, "connected": False, "synced": False, "detail": "starting"}
         return self.replicator.status()
+
+    def _state_document(self) -> dict[str, Any]:
+        return self.health.document()
 
     def _persons_changed(self) -> None:
         self.retained.persons_changed()

@@ -1,8 +1,8 @@
 """``edgeface bench``: the daemon's real ``Pipeline`` end to end, as fast as the machine allows.
 
-The run wires what ``edgeface run`` wires -- FaceAnalyzer's detector, landmarker, aligner and
-embedder, a database (enrolled from ``--gallery``), the unknowns spool, an MQTT link to a real
-broker -- with each component wrapped in a timer (``instrument``). Frames are resized to
+The run wires what ``edgeface run`` wires -- the ``Vision`` boundary over the configured models, a
+database (enrolled from ``--gallery``), the unknowns spool, an MQTT link to a real broker -- with
+each step of the vision boundary timed (``instrument.TimedVision``). Frames are resized to
 ``--width`` by the capture thread. By default the replay is not paced and its queues are lossless,
 so fps is throughput with every frame processed; ``--realtime`` paces it at the file's rate with
 the live (dropping) queues, which gives the latency a camera would see.
@@ -35,8 +35,11 @@ from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt.link import MqttLink
 from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.topics import Topics
+from edgeface.pipeline.lookup import SnapshotLookup
+from edgeface.pipeline.presence import PresenceChange
 from edgeface.pipeline.rules import Thresholds
-from edgeface.pipeline.stages import Pipeline, snapshot_lookup
+from edgeface.pipeline.settings import PipelineSettings
+from edgeface.pipeline.stages import Pipeline, PipelineParts
 from edgeface.sources.base import open_source
 from edgeface.tools import metrics
 from edgeface.tools.compare import compare
@@ -45,15 +48,10 @@ from edgeface.tools.instrument import (
     STAGES,
     LimitedSource,
     StageTimes,
-    TimedAligner,
-    TimedDetector,
-    TimedEmbedder,
-    TimedLandmarker,
-    timed_measure,
+    TimedVision,
 )
 from edgeface.tools.latency import BrokerAddress, LatencyProbe, bench_broker
 from edgeface.tools.progress import Progress
-from edgeface.vision import quality
 from edgeface.vision.analyzer import FaceAnalyzer
 from edgeface.vision.imageio import load_image
 
@@ -110,17 +108,17 @@ def _replay_matches(db: FaceDatabase, settings: Settings, vectors: list[FloatArr
     The lookup is built inside ``Pipeline``; replaying it here on the same snapshot and the same
     vectors costs what it cost in the run, without reaching into the pipeline's internals.
     """
-    lookup = snapshot_lookup(db.snapshot, settings.decision.top_k, lambda pid: db.get(pid).metadata)
+    lookup = SnapshotLookup.over(db, settings.decision.top_k)
     for vector in vectors[:MATCH_REPLAY_MAX]:
         started = time.perf_counter()
         lookup(vector)
         times.add("match", started)
 
 
-def _spool(directory: Path, settings: Settings, embedder: TimedEmbedder) -> UnknownSpool:
+def _spool(directory: Path, settings: Settings, analyzer: FaceAnalyzer) -> UnknownSpool:
     """The unknowns spool as the daemon configures it (without snapshots)."""
-    threshold = Thresholds.resolve(settings.decision, embedder.default_threshold).match
-    return UnknownSpool.from_config(directory, settings.unknowns, threshold, embedder.model_id, keep_snapshots=False)
+    threshold = Thresholds.resolve(settings.decision, analyzer.embedder.default_threshold).match
+    return UnknownSpool.from_config(directory, settings.unknowns, threshold, analyzer.model_id, keep_snapshots=False)
 
 
 def _connect(stack: contextlib.ExitStack, settings: Settings, topics: Topics, address: BrokerAddress) -> MqttLink:
@@ -144,13 +142,13 @@ def _connect(stack: contextlib.ExitStack, settings: Settings, topics: Topics, ad
 
 
 class _Publisher:
-    """The decision callback: tells the probe the frame, then publishes as the daemon does, timed."""
+    """The pipeline's event sink: tells the probe the frame, then publishes as the daemon does, timed."""
 
     def __init__(self, publisher: EventPublisher, probe: LatencyProbe, times: StageTimes) -> None:
         self.publisher, self.probe, self.times = publisher, probe, times
         self.decided: list[dict[str, Any]] = []
 
-    def __call__(self, decision: Decision) -> None:
+    def decision(self, decision: Decision) -> None:
         started = time.perf_counter()
         self.probe.expect(decision.track_id, decision.frame_index, decision.captured_at)
         self.publisher.decision(decision)
@@ -165,6 +163,12 @@ class _Publisher:
                 "similarity": round(decision.similarity, 4),
             }
         )
+
+    def presence(self, change: PresenceChange) -> None:
+        self.publisher.presence(change.person_id, change.name, change.on)
+
+    def source_state(self, state: str, detail: str) -> None:
+        """A bench run reports the source's end in its figures, not as state documents."""
 
 
 def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
@@ -188,11 +192,10 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
     )
     with contextlib.ExitStack() as stack:
         analyzer = stack.enter_context(FaceAnalyzer.from_config(settings.vision))
-        embedder = TimedEmbedder(analyzer.embedder, times)
+        vision = TimedVision(analyzer, times)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeface-bench-")))
-        db = FaceDatabase.open(tmp / "faces.npz", embedder.model_id, analyzer.embedder.dim, backups=0)
+        db = FaceDatabase.open(tmp / "faces.npz", analyzer.model_id, analyzer.embedder.dim, backups=0)
         enrolled = _enrol(db, analyzer, options.gallery)
-        spool = _spool(tmp / "unknowns", settings, embedder)
         address = stack.enter_context(bench_broker(options.broker))
         topics = Topics(settings.mqtt.base_topic, settings.device.id)
         link = _connect(stack, settings, topics, address)
@@ -201,24 +204,20 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         publisher = _Publisher(EventPublisher(link, topics, settings.device.id), probe, times)
         # The configured liveness, as the daemon runs it: `bench` with and without shows its cost.
         passive = open_passive(settings.liveness, settings.vision) if uses_passive(settings.liveness.mode) else None
-        pipeline = Pipeline(
-            source,
-            TimedDetector(analyzer.detector, times),
-            TimedLandmarker(analyzer.landmarker, times),
-            embedder,
-            aligner=TimedAligner(analyzer.aligner, times),
-            snapshot_provider=db.snapshot,
-            metadata_provider=lambda person_id: db.get(person_id).metadata,
-            spool=spool,
+        parts = PipelineParts(
+            spool=_spool(tmp / "unknowns", settings, analyzer),
             liveness=build_policy(settings.liveness, passive.threshold if passive is not None else None),
             passive=passive,
-            source_config=source_config,
-            decision_config=settings.decision,
-            tracker_config=settings.tracker,
-            pipeline_config=settings.pipeline,
-            on_decision=publisher,
-            measure=timed_measure(quality.measure, times),
         )
+        pipeline_settings = PipelineSettings.of(
+            analyzer.embedder,
+            source=source_config,
+            decision=settings.decision,
+            tracker=settings.tracker,
+            pipeline=settings.pipeline,
+        )
+        lookup = SnapshotLookup.over(db, settings.decision.top_k)
+        pipeline = Pipeline(source, vision, lookup, pipeline_settings, publisher, parts)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         pipeline.start()
         try:
@@ -233,7 +232,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
             raise SourceError(f"bench: the pipeline on {uri} stopped before the end of the source (see the log)")
         lost = probe.settle()
         run = pipeline.metrics()
-        _replay_matches(db, settings, embedder.vectors, times)
+        _replay_matches(db, settings, vision.vectors, times)
         report = _report(settings, options, uri, run, times, wall, cpu)
         report["gallery"] = enrolled
         report["decisions"] = publisher.decided

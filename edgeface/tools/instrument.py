@@ -2,8 +2,9 @@
 
 Each wrapper is a full implementation of the protocol it wraps (it delegates every call and records
 how long the call took), so the bench runs the daemon's own ``Pipeline`` unchanged while seeing
-each step separately: the pipeline's own statistics time whole stages (alignment, quality and
-embedding together; matching inside decide) and keep only a rolling window without the maximum.
+each step of the ``Vision`` boundary separately: the pipeline's own statistics time whole stages
+(landmarks with tracking, alignment with embedding, matching inside decide) and keep only a
+rolling window without the maximum.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from edgeface.data import AlignedBy, Detection, Face, FloatArray, ImageArray, Landmarks, Quality
-from edgeface.pipeline.stages import Aligner, Detector, Embedder, Landmarker, QualityMeasure
+from edgeface.data import Detection, Embedding, Face, FloatArray, ImageArray, Landmarks
 from edgeface.sources.base import FrameSource
 from edgeface.tools import metrics
 from edgeface.tools.progress import Progress
+from edgeface.vision.analyzer import AlignedFace, Vision
 
 # Stages timed by the wrappers, in report order, with what one sample of each is.
 STAGES: dict[str, str] = {
     "capture": "frame",  # source read (decode); the capture thread's resize is in the pipeline's own figure
     "detect": "frame",
-    "landmarks": "face",
-    "align": "face",
-    "quality": "face",
+    "landmarks": "face",  # only the faces the pipeline runs FaceMesh on (see ``pipeline.workers``)
+    "align": "face",  # alignment and the quality measures of the chip
     "embed": "batch",
     "match": "query",  # replayed after the run on the run's embeddings (see bench.py)
     "publish": "event",  # payload build + hand-over to the MQTT link
@@ -85,50 +85,10 @@ class LimitedSource:
         self.inner.close()
 
 
-class TimedDetector:
-    def __init__(self, inner: Detector, times: StageTimes) -> None:
-        self.inner, self.times = inner, times
+class TimedVision:
+    """The ``Vision`` boundary with each step timed, and the embeddings kept so matching can be replayed."""
 
-    def detect(self, image_bgr: ImageArray) -> list[Detection]:
-        started = time.perf_counter()
-        try:
-            return self.inner.detect(image_bgr)
-        finally:
-            self.times.add("detect", started)
-
-
-class TimedLandmarker:
-    def __init__(self, inner: Landmarker, times: StageTimes) -> None:
-        self.inner, self.times = inner, times
-
-    def landmarks(self, image_bgr: ImageArray, detection: Detection) -> Landmarks | None:
-        started = time.perf_counter()
-        try:
-            return self.inner.landmarks(image_bgr, detection)
-        finally:
-            self.times.add("landmarks", started)
-
-
-class TimedAligner:
-    def __init__(self, inner: Aligner, times: StageTimes) -> None:
-        self.inner, self.times = inner, times
-
-    @property
-    def keypoint_fallback(self) -> bool:
-        return self.inner.keypoint_fallback
-
-    def align_face(self, image_bgr: ImageArray, face: Face) -> tuple[ImageArray, AlignedBy] | None:
-        started = time.perf_counter()
-        try:
-            return self.inner.align_face(image_bgr, face)
-        finally:
-            self.times.add("align", started)
-
-
-class TimedEmbedder:
-    """Times each batch and keeps the vectors, so matching can be replayed on real embeddings."""
-
-    def __init__(self, inner: Embedder, times: StageTimes) -> None:
+    def __init__(self, inner: Vision, times: StageTimes) -> None:
         self.inner, self.times = inner, times
         self.vectors: list[FloatArray] = []
 
@@ -137,35 +97,35 @@ class TimedEmbedder:
         return self.inner.model_id
 
     @property
-    def default_threshold(self) -> float:
-        return self.inner.default_threshold
+    def keypoint_fallback(self) -> bool:
+        return self.inner.keypoint_fallback
 
-    @property
-    def uncertain_band(self) -> float | None:
-        return self.inner.uncertain_band
-
-    @property
-    def default_margin(self) -> float | None:
-        return self.inner.default_margin
-
-    def embed(self, chips: Sequence[ImageArray]) -> FloatArray:
+    def detect(self, image_bgr: ImageArray) -> list[Detection]:
         started = time.perf_counter()
         try:
-            out = self.inner.embed(chips)
+            return self.inner.detect(image_bgr)
+        finally:
+            self.times.add("detect", started)
+
+    def landmarks(self, image_bgr: ImageArray, detection: Detection) -> Landmarks | None:
+        started = time.perf_counter()
+        try:
+            return self.inner.landmarks(image_bgr, detection)
+        finally:
+            self.times.add("landmarks", started)
+
+    def align(self, image_bgr: ImageArray, faces: Sequence[Face]) -> list[AlignedFace]:
+        started = time.perf_counter()
+        try:
+            return self.inner.align(image_bgr, faces)
+        finally:
+            self.times.add("align", started)
+
+    def embed(self, aligned: Sequence[AlignedFace]) -> list[Embedding]:
+        started = time.perf_counter()
+        try:
+            out = self.inner.embed(aligned)
         finally:
             self.times.add("embed", started)
-        self.vectors.extend(out)
+        self.vectors.extend(e.vector for e in out)
         return out
-
-
-def timed_measure(inner: QualityMeasure, times: StageTimes) -> QualityMeasure:
-    """The quality measurement (sharpness, pose) with its time recorded."""
-
-    def measure(detection: Detection, landmarks: Landmarks | None, chip: ImageArray) -> Quality:
-        started = time.perf_counter()
-        try:
-            return inner(detection, landmarks, chip)
-        finally:
-            times.add("quality", started)
-
-    return measure

@@ -1,10 +1,12 @@
-"""The whole vision chain behind one object: detect -> landmarks -> align -> quality -> embed.
+"""The vision boundary: detect -> landmarks -> align (+quality) -> embed, behind one protocol.
 
-Still images (enrollment, eval, bench) call :meth:`FaceAnalyzer.analyze`. The live pipeline calls
-the steps separately, because it runs them at different rates: :meth:`~FaceAnalyzer.locate` on every
-frame (tracking and blink liveness need boxes and landmarks each time), :meth:`~FaceAnalyzer.align`
-only for the faces it wants to describe (and can gate on their quality before paying for an
-embedding), then :meth:`~FaceAnalyzer.embed` on those chips in one batch.
+``Vision`` is what every consumer of the models sees: the live pipeline, the still-image requests,
+enrollment, eval and bench. ``FaceAnalyzer`` is its implementation over the configured models.
+Still images call :meth:`FaceAnalyzer.analyze` (every step on every face). The pipeline calls the
+steps separately because it runs them at different rates: :meth:`~Vision.detect` on every frame
+(tracking needs boxes only), :meth:`~Vision.landmarks` only on the faces about to be embedded or
+watched by a landmark liveness check, :meth:`~Vision.align` on those (gated on quality before an
+embedding is paid for), then :meth:`~Vision.embed` on the chips in one batch.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from edgeface.config import VisionConfig
-from edgeface.data import Embedding, Face, ImageArray, Quality
+from edgeface.data import Detection, Embedding, Face, ImageArray, Landmarks, Quality
 from edgeface.vision.align import Aligner
-from edgeface.vision.detect import Detector, create_detector
+from edgeface.vision.backends import create_detector, create_landmarker
+from edgeface.vision.detect import Detector
 from edgeface.vision.fused import AnyEmbedder, create_embedder
 from edgeface.vision.imageio import ensure_bgr
-from edgeface.vision.landmarks import Landmarker, create_landmarker
+from edgeface.vision.landmarks import Landmarker
 from edgeface.vision.quality import measure
 
 
@@ -40,6 +44,36 @@ class AnalyzedFace:
     face: Face
     chip: ImageArray
     embedding: Embedding
+
+
+class Vision(Protocol):
+    """The steps of the vision chain, each on its own models; one thread per step at a time."""
+
+    @property
+    def model_id(self) -> str:
+        """The embedder's model id, stamped on every embedding."""
+        ...
+
+    @property
+    def keypoint_fallback(self) -> bool:
+        """Whether a face without landmarks is aligned on its detector keypoints."""
+        ...
+
+    def detect(self, image_bgr: ImageArray) -> list[Detection]:
+        """Face boxes with detector keypoints, best score first."""
+        ...
+
+    def landmarks(self, image_bgr: ImageArray, detection: Detection) -> Landmarks | None:
+        """FaceMesh points of one detected face; None when FaceMesh rejects the crop."""
+        ...
+
+    def align(self, image_bgr: ImageArray, faces: Sequence[Face]) -> list[AlignedFace]:
+        """Chip and quality of each face that can be aligned, in input order."""
+        ...
+
+    def embed(self, aligned: Sequence[AlignedFace]) -> list[Embedding]:
+        """One embedding per aligned face, in one batch, in input order."""
+        ...
 
 
 def _rank(aligned: AlignedFace) -> tuple[bool, float]:
@@ -92,6 +126,18 @@ class FaceAnalyzer:
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
+
+    @property
+    def keypoint_fallback(self) -> bool:
+        return self.aligner.keypoint_fallback
+
+    def detect(self, image_bgr: ImageArray) -> list[Detection]:
+        """Face boxes with detector keypoints, best score first."""
+        return self.detector.detect(ensure_bgr(image_bgr))
+
+    def landmarks(self, image_bgr: ImageArray, detection: Detection) -> Landmarks | None:
+        """FaceMesh points of one detected face; None when FaceMesh rejects the crop."""
+        return self.landmarker.landmarks(ensure_bgr(image_bgr), detection)
 
     def locate(self, image_bgr: ImageArray) -> list[Face]:
         """Detections with their landmarks (``None`` where FaceMesh rejected the crop), best score first."""

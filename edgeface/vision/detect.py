@@ -23,7 +23,6 @@ from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.manifest import ModelSpec, load_manifest
 from edgeface.vision.runtime import TFLiteModel
 
-Backend = Literal["litert", "mediapipe"]
 Range = Literal["short", "full"]
 
 # Manifest ids of the two BlazeFace variants.
@@ -218,19 +217,3 @@ class LiteRTDetector:
 
     def close(self) -> None:
         """Nothing to release: the interpreter is freed with the object."""
-
-
-def create_detector(
-    backend: Backend,
-    detector: Range,
-    models_dir: Path,
-    min_score: float,
-    max_faces: int,
-    threads: int = 1,
-) -> Detector:
-    """The configured detector: ``litert`` (default, no Mediapipe needed) or ``mediapipe``."""
-    if backend == "mediapipe":
-        from edgeface.vision.mp_backend import MediapipeDetector  # imports Mediapipe: only when asked for
-
-        return MediapipeDetector(detector, min_score, max_faces)
-    return LiteRTDetector(models_dir, MODEL_IDS[detector], min_score, max_faces, threads)

@@ -17,7 +17,6 @@ import numpy as np
 from edgeface.data import Detection, FloatArray, ImageArray, Landmarks
 from edgeface.errors import ModelError
 from edgeface.vision.crop import warp_rect
-from edgeface.vision.detect import Backend
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.manifest import PointSet, load_manifest
 from edgeface.vision.runtime import TFLiteModel
@@ -126,15 +125,6 @@ class LiteRTLandmarker:
 
     def close(self) -> None:
         """Nothing to release: the interpreter is freed with the object."""
-
-
-def create_landmarker(backend: Backend, models_dir: Path, threads: int = 1) -> Landmarker:
-    """The configured landmarker: ``litert`` (default) or ``mediapipe``."""
-    if backend == "mediapipe":
-        from edgeface.vision.mp_backend import MediapipeLandmarker  # imports Mediapipe: only when asked for
-
-        return MediapipeLandmarker()
-    return LiteRTLandmarker(models_dir, MODEL_ID, threads)
 
 
 def five_points(landmarks: Landmarks, points: PointSet = "dlib5") -> FloatArray:

@@ -20,9 +20,12 @@ from edgeface.liveness import motion
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.liveness.policy import build_policy
 from edgeface.matching.db import FaceDatabase
-from edgeface.pipeline.stages import Pipeline
+from edgeface.pipeline.lookup import SnapshotLookup
+from edgeface.pipeline.settings import PipelineSettings
+from edgeface.pipeline.stages import Pipeline, PipelineParts
 from edgeface.sources import FolderSource, FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
+from tests.sinks import DecisionLog
 
 from .conftest import REPLAY_FPS
 
@@ -40,27 +43,28 @@ def run(
     liveness: LivenessConfig | None = None,
     passive: PassiveLiveness | None = None,
 ) -> list[Decision]:
-    decisions: list[Decision] = []
-    pipeline = Pipeline.from_analyzer(
-        source,
-        vision,
-        database,
+    decision = DecisionConfig(votes=3, embed_interval_s=0.1)
+    settings = PipelineSettings.of(
+        vision.embedder,
+        source=SourceConfig(realtime=False, loop=False),
+        decision=decision,
+        pipeline=PipelineConfig(queue_size=2),
+    )
+    parts = PipelineParts(
         liveness=build_policy(
             liveness or LivenessConfig(mode="any", window_s=3.0), passive.threshold if passive else None
         ),
         passive=passive,
-        source_config=SourceConfig(realtime=False, loop=False),
-        decision_config=DecisionConfig(votes=3, embed_interval_s=0.1),
-        pipeline_config=PipelineConfig(queue_size=2),
-        on_decision=decisions.append,
     )
+    log = DecisionLog()
+    pipeline = Pipeline(source, vision, SnapshotLookup.over(database, decision.top_k), settings, log, parts)
     pipeline.start()
     try:
         assert pipeline.drained.wait(120), pipeline.metrics()
     finally:
         pipeline.stop()
         assert pipeline.join(2.0) == []
-    return decisions
+    return log.decisions
 
 
 def enroll(database: FaceDatabase, vision: FaceAnalyzer, name: str, paths: list[Path]) -> str:

@@ -23,14 +23,20 @@ from edgeface.data import (
     Face,
     FloatArray,
     Frame,
+    ImageArray,
     LivenessResult,
     Match,
     Quality,
+    Reason,
 )
 from edgeface.liveness.policy import LivenessPolicy, NoLiveness, TrackHistory
-from edgeface.pipeline.decide import Decider, LookupResult, Outcome
+from edgeface.pipeline.decide import Decider, Outcome
+from edgeface.pipeline.lookup import LookupResult
+from edgeface.pipeline.presence import PresenceChange
 from edgeface.pipeline.rules import DEFAULT_MARGIN, Thresholds, classify, fuse, gate, sample_weight
+from edgeface.pipeline.samples import Sample
 from edgeface.pipeline.tracker import Track
+from edgeface.pipeline.unknowns import UnknownRouter
 
 DIM = 8
 TH = Thresholds(match=0.80, unknown=0.70, margin=0.05)
@@ -98,6 +104,7 @@ class FixedLiveness:
     """A policy whose verdict the test sets (``live``), looking at the last 3 s."""
 
     window_s = 3.0
+    uses_landmarks = False
 
     def __init__(self, live: bool | None, required: bool = True) -> None:
         self.live = live
@@ -119,7 +126,58 @@ def frame(index: int = 0) -> Frame:
     return Frame(index, CHIP, captured_at=100.0 + index, wall_time=1_700_000_000.0 + index, source="test")
 
 
-def feed(decider: Decider, tid: int, vector: FloatArray, times: list[float], quality: Quality = GOOD) -> list[Outcome]:
+class Door:
+    """The decide stage's and the spool stage's logic in one object, applied to each outcome as the threads do."""
+
+    def __init__(self, decider: Decider, spool: Spool | None = None) -> None:
+        self.decider = decider
+        self.router = UnknownRouter(spool, decider.config.cooldown_s)
+
+    def claim_embedding(self, track_id: int, now: float) -> bool:
+        return self.decider.scheduler.claim(track_id, now)
+
+    def track_samples(self, track_id: int) -> list[Sample]:
+        return self.decider.samples.get(track_id)
+
+    def add(
+        self,
+        tr: Track,
+        fr: Frame,
+        embedding: Embedding,
+        chip: ImageArray,
+        now: float,
+        *,
+        stage_ms: Mapping[str, float] | None = None,
+    ) -> Outcome:
+        return self._route(self.decider.add(tr, fr, embedding, chip, now, stage_ms=stage_ms))
+
+    def reject(self, tr: Track, fr: Frame, reason: Reason, now: float) -> Outcome:
+        return self._route(self.decider.reject(tr, fr, reason, now))
+
+    def observe(self, tracks: list[Track], live_ids: frozenset[int], now: float) -> list[PresenceChange]:
+        return self.decider.observe(tracks, live_ids, now)
+
+    def tick(self, now: float) -> list[PresenceChange]:
+        return self.decider.tick(now)
+
+    def flush(self) -> list[PresenceChange]:
+        return self.decider.flush()
+
+    def present(self) -> dict[str, str]:
+        return self.decider.present()
+
+    @property
+    def active_tracks(self) -> int:
+        return self.decider.active_tracks
+
+    def _route(self, outcome: Outcome) -> Outcome:
+        if outcome.decision is None or outcome.unknown is None:
+            return outcome
+        routed = self.router.route(outcome.decision, outcome.unknown)
+        return Outcome(routed, outcome.presence)
+
+
+def feed(decider: Door, tid: int, vector: FloatArray, times: list[float], quality: Quality = GOOD) -> list[Outcome]:
     """Add one embedding per time, as the embed stage would after claiming it."""
     out = []
     for i, t in enumerate(times):
@@ -141,9 +199,9 @@ def make(
     liveness: LivenessPolicy | None = None,
     spool: Spool | None = None,
     **config: object,
-) -> Decider:
+) -> Door:
     cfg = DecisionConfig.model_validate({"votes": 3, "embed_interval_s": 0.1, "cooldown_s": 10.0, **config})
-    return Decider(cfg, TH, TableLookup(table, metadata), liveness=liveness, spool=spool)
+    return Door(Decider(cfg, TH, TableLookup(table, metadata), liveness=liveness), spool)
 
 
 # --- classify: thresholds, band, margin, negative ---------------------------------------------
@@ -218,7 +276,7 @@ def test_votes_are_collected_at_the_embed_interval() -> None:
 
 def test_decides_after_votes_with_one_lookup() -> None:
     lookup = TableLookup({0: m(("ann", 0.92), ("bob", 0.4))}, {"ann": {"access": True}})
-    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup)
+    decider = Door(Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup))
     outcomes = feed(decider, 1, unit(0), [0.0, 0.1, 0.2, 0.3, 0.4])
     found = decisions(outcomes)
     assert len(found) == 1 and len(lookup.queries) == 1
@@ -244,7 +302,7 @@ def test_fusion_weights_quality() -> None:
 def test_fused_vector_is_what_gets_matched() -> None:
     # Two good votes for direction 0 and a poor one for direction 1: the fused query points at 0.
     lookup = TableLookup({0: m(("ann", 0.9)), 1: m(("bob", 0.9))})
-    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.0), TH, lookup)
+    decider = Door(Decider(DecisionConfig(votes=3, embed_interval_s=0.0), TH, lookup))
     poor = Quality(50.0, 25.0, 20.0, 0.0)
     tr = track(1)
     decider.add(tr, frame(0), Embedding(unit(1), "t", poor), CHIP, 0.0)
@@ -361,7 +419,7 @@ def test_liveness_shown_by_another_face_on_the_track_does_not_count() -> None:
 
 def test_a_stranger_enrolled_at_the_door_is_recognised_on_the_same_track() -> None:
     lookup = TableLookup({0: m(("bob", 0.3))})
-    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, spool=Spool())
+    decider = Door(Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup), Spool())
     first = decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))
     assert [(d.status, d.unknown_id) for d in first] == [("unknown", "u0")]
     # Settled: no more embeddings, no more matches.
@@ -375,7 +433,7 @@ def test_a_stranger_enrolled_at_the_door_is_recognised_on_the_same_track() -> No
 
 def test_an_unknown_stays_settled_when_the_change_does_not_concern_it() -> None:
     lookup = TableLookup({0: m(("bob", 0.3))})
-    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, spool=Spool())
+    decider = Door(Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup), Spool())
     feed(decider, 1, unit(0), [0.0, 0.1, 0.2])
     lookup.change({0: m(("bob", 0.3), ("eve", 0.2))})  # someone else enrolled
     assert decisions(feed(decider, 1, unit(0), [0.3, 0.4, 0.5])) == []
@@ -385,7 +443,7 @@ def test_an_unknown_stays_settled_when_the_change_does_not_concern_it() -> None:
 def test_a_deleted_person_stops_counting_and_is_not_granted_again() -> None:
     lookup = TableLookup({0: m(("ann", 0.92))}, {"ann": {"access": True}})
     config = DecisionConfig(votes=3, embed_interval_s=0.1, cooldown_s=0.0, presence_timeout_s=1.0)
-    decider = Decider(config, TH, lookup)
+    decider = Door(Decider(config, TH, lookup))
     assert [d.grant for d in decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))] == [True]
     lookup.change({0: m()}, {})  # delete ann
     assert decisions(feed(decider, 1, unit(0), [0.3])) == []  # not news for this track...
@@ -398,7 +456,7 @@ def test_a_deleted_person_stops_counting_and_is_not_granted_again() -> None:
 
 def test_a_known_track_is_rechecked_quietly_and_published_when_its_grant_changes() -> None:
     lookup = TableLookup({0: m(("ann", 0.92))}, {"ann": {"access": False}})
-    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup)
+    decider = Door(Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup))
     assert [(d.person_id, d.grant) for d in decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))] == [("ann", False)]
     lookup.change({0: m(("ann", 0.92), ("bob", 0.5))})  # someone else enrolled
     assert decisions(feed(decider, 1, unit(0), [0.3])) == []  # still Ann: nothing new
@@ -410,7 +468,7 @@ def test_a_known_track_is_rechecked_quietly_and_published_when_its_grant_changes
 def test_liveness_shown_holds_when_the_track_is_matched_again() -> None:
     policy = FixedLiveness(True)
     lookup = TableLookup({0: m(("ann", 0.92))}, {"ann": {"access": True}})
-    decider = Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, liveness=policy)
+    decider = Door(Decider(DecisionConfig(votes=3, embed_interval_s=0.1), TH, lookup, liveness=policy))
     assert [d.grant for d in decisions(feed(decider, 1, unit(0), [0.0, 0.1, 0.2]))] == [True]
     policy.live = False  # she has stood still since
     lookup.change({0: m(("ann", 0.93), ("bob", 0.4))})
@@ -470,12 +528,14 @@ def test_presence_within_cooldown_still_turns_on() -> None:
 def test_unknown_goes_to_the_spool_with_cooldown_and_ignore() -> None:
     spool = Spool(ignored={"u3"})
     table = {2: m(("ann", 0.3)), 3: m(("ann", 0.2))}
-    decider = Decider(
-        DecisionConfig(votes=2, embed_interval_s=0.0, cooldown_s=10.0),
-        TH,
-        TableLookup(table),
-        spool=spool,
-        unknown_snapshots=True,
+    decider = Door(
+        Decider(
+            DecisionConfig(votes=2, embed_interval_s=0.0, cooldown_s=10.0),
+            TH,
+            TableLookup(table),
+            unknown_snapshots=True,
+        ),
+        spool,
     )
     first = decisions(feed(decider, 1, unit(2), [0.0, 0.1]))
     assert [(d.status, d.reason, d.unknown_id, d.person_id) for d in first] == [

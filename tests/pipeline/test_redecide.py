@@ -16,6 +16,9 @@ import pytest
 from edgeface.config import DecisionConfig, PipelineConfig, SourceConfig, VisionConfig
 from edgeface.data import Decision
 from edgeface.matching.db import FaceDatabase
+from edgeface.pipeline.lookup import SnapshotLookup
+from edgeface.pipeline.presence import PresenceChange
+from edgeface.pipeline.settings import PipelineSettings
 from edgeface.pipeline.stages import Pipeline
 from edgeface.sources import FolderSource
 from edgeface.vision.analyzer import FaceAnalyzer
@@ -40,24 +43,31 @@ def test_a_stranger_enrolled_while_at_the_door_is_recognised_on_the_same_track(
     enrolled = threading.Event()
     box: list[Pipeline] = []
 
-    def on_decision(decision: Decision) -> None:
-        decisions.append(decision)
-        if decision.status == "unknown" and not enrolled.is_set():
-            # What the 'enroll {track_id}' command does: the track's own samples become a person.
-            # It runs here, on the decide thread, so that it lands mid-replay on any machine.
-            vectors = [vector for vector, _ in box[0].track_samples(decision.track_id)]
-            database.add_person("Barack Obama", {"access": True}, vectors, source="track")
-            enrolled.set()
+    class Door:
+        def decision(self, decision: Decision) -> None:
+            decisions.append(decision)
+            if decision.status == "unknown" and not enrolled.is_set():
+                # What the 'enroll {track_id}' command does: the track's own samples become a person.
+                # It runs here, on a pipeline thread, so that it lands mid-replay on any machine.
+                vectors = [vector for vector, _ in box[0].samples.get(decision.track_id)]
+                database.add_person("Barack Obama", {"access": True}, vectors, source="track")
+                enrolled.set()
 
-    pipeline = Pipeline.from_analyzer(
-        FolderSource(folder, hold_frames=40, fps=FPS),
-        vision,
-        database,
-        source_config=SourceConfig(realtime=False, loop=False),
-        decision_config=DecisionConfig(votes=3, embed_interval_s=0.1),
-        pipeline_config=PipelineConfig(queue_size=2),
-        on_decision=on_decision,
+        def presence(self, change: PresenceChange) -> None:
+            """Presence is not what this test watches."""
+
+        def source_state(self, state: str, detail: str) -> None:
+            """Nor the source's state."""
+
+    decision = DecisionConfig(votes=3, embed_interval_s=0.1)
+    settings = PipelineSettings.of(
+        vision.embedder,
+        source=SourceConfig(realtime=False, loop=False),
+        decision=decision,
+        pipeline=PipelineConfig(queue_size=2),
     )
+    source = FolderSource(folder, hold_frames=40, fps=FPS)
+    pipeline = Pipeline(source, vision, SnapshotLookup.over(database, decision.top_k), settings, Door())
     box.append(pipeline)
     pipeline.start()
     try:

@@ -14,12 +14,15 @@ from edgeface.config import DecisionConfig, PipelineConfig, SourceConfig, Tracke
 from edgeface.data import Decision, FloatArray, ImageArray
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.unknowns import UnknownSpool
-from edgeface.pipeline.stages import Pipeline
+from edgeface.pipeline.lookup import SnapshotLookup
+from edgeface.pipeline.presence import PresenceChange
+from edgeface.pipeline.settings import EventSink, PipelineSettings
+from edgeface.pipeline.stages import Pipeline, PipelineParts
 from edgeface.sources import FolderSource, FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
 from tests.conftest import replay_folder
 
-STAGES = ["capture:replay", "detect", "track", "embed", "decide"]
+STAGES = ["capture:replay", "detect", "track", "embed", "decide", "spool"]
 
 
 class Vision(FaceAnalyzer):
@@ -44,23 +47,23 @@ def database(tmp_path: Path, vision: Vision) -> FaceDatabase:
 
 
 class Recorder:
-    """Collects what the pipeline reports through its callbacks, from its threads."""
+    """The pipeline's event sink in these tests: collects what it reports, from its threads."""
 
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
-        self.presence: list[tuple[str, str, bool]] = []
+        self.presences: list[tuple[str, str, bool]] = []
         self.states: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
-    def on_decision(self, decision: Decision) -> None:
+    def decision(self, decision: Decision) -> None:
         with self.lock:
             self.decisions.append(decision)
 
-    def on_presence(self, person_id: str, name: str, on: bool) -> None:
+    def presence(self, change: PresenceChange) -> None:
         with self.lock:
-            self.presence.append((person_id, name, on))
+            self.presences.append((change.person_id, change.name, change.on))
 
-    def on_source_state(self, state: str, detail: str) -> None:
+    def source_state(self, state: str, detail: str) -> None:
         with self.lock:
             self.states.append((state, detail))
 
@@ -74,21 +77,18 @@ def build(
     source_config: SourceConfig,
     decision: DecisionConfig | None = None,
     spool: UnknownSpool | None = None,
-    on_decision: Callable[[Decision], None] | None = None,
+    sink: EventSink | None = None,
 ) -> Pipeline:
-    return Pipeline.from_analyzer(
-        source,
-        vision,
-        database,
-        spool=spool,
-        source_config=source_config,
-        decision_config=decision or DecisionConfig(votes=3, embed_interval_s=0.1),
-        tracker_config=TrackerConfig(),
-        pipeline_config=PipelineConfig(queue_size=2),
-        on_decision=on_decision or recorder.on_decision,
-        on_presence=recorder.on_presence,
-        on_source_state=recorder.on_source_state,
+    dec = decision or DecisionConfig(votes=3, embed_interval_s=0.1)
+    settings = PipelineSettings.of(
+        vision.embedder,
+        source=source_config,
+        decision=dec,
+        tracker=TrackerConfig(),
+        pipeline=PipelineConfig(queue_size=2),
     )
+    lookup = SnapshotLookup.over(database, dec.top_k)
+    return Pipeline(source, vision, lookup, settings, sink or recorder, PipelineParts(spool=spool))
 
 
 def test_recognises_an_enrolled_person_and_spools_a_stranger(
@@ -129,10 +129,10 @@ def test_recognises_an_enrolled_person_and_spools_a_stranger(
     assert spool.get(stranger.unknown_id).sightings == 1
     assert stranger.frame_index > known.frame_index and stranger.track_id != known.track_id
     # Presence: on with the recognition, off when the replay ended.
-    assert recorder.presence == [(obama.id, "Barack Obama", True), (obama.id, "Barack Obama", False)]
+    assert recorder.presences == [(obama.id, "Barack Obama", True), (obama.id, "Barack Obama", False)]
     assert recorder.states[0][0] == "streaming" and recorder.states[-1][0] == "ended"
     # The samples of both tracks are kept for 'enroll {track_id}' / 'reject {track_id}'.
-    samples = pipeline.track_samples(stranger.track_id)
+    samples = pipeline.samples.get(stranger.track_id)
     assert (
         samples
         and samples[0][0].shape == (vision.embedder.dim,)
@@ -142,7 +142,7 @@ def test_recognises_an_enrolled_person_and_spools_a_stranger(
     assert m["frames"] == 24 and m["processed"] == 24  # not paced in real time: lossless, every frame
     assert sum(m["drops"].values()) == 0
     assert m["decisions"] == 2 and m["faces"] >= 24
-    assert set(m["stages"]) == {"capture", "detect", "track", "embed", "decide"}
+    assert set(m["stages"]) == {"capture", "detect", "track", "embed", "decide", "spool"}
 
 
 def test_empty_database_makes_everyone_unknown(
@@ -164,13 +164,15 @@ def test_a_slow_consumer_drops_frames_but_never_grows_a_queue(
     folder = replay_folder(tmp_path, samples_dir, "obama2.jpg", "biden.jpg", "obama3.jpg")
     # Live-like: a looping replay paced in real time, each photo a new track (and a new decision).
     source = FolderSource(folder, hold_frames=6, fps=30)
-    recorder = Recorder()
     calls = threading.Event()
 
-    def slow(decision: Decision) -> None:
-        recorder.on_decision(decision)
-        calls.set()
-        time.sleep(0.4)  # a publisher stuck on a slow network
+    class SlowRecorder(Recorder):
+        def decision(self, decision: Decision) -> None:
+            super().decision(decision)
+            calls.set()
+            time.sleep(0.4)  # a publisher stuck on a slow network
+
+    recorder = SlowRecorder()
 
     pipeline = build(
         source,
@@ -179,7 +181,6 @@ def test_a_slow_consumer_drops_frames_but_never_grows_a_queue(
         recorder,
         source_config=SourceConfig(realtime=True, loop=True, fps=30),
         decision=DecisionConfig(votes=1, embed_interval_s=0.0, cooldown_s=0.0),
-        on_decision=slow,
     )
     pipeline.start()
     sizes: list[int] = []

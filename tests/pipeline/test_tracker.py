@@ -81,7 +81,7 @@ def test_stale_tracks_end_and_faces_or_detections_are_accepted() -> None:
 
 @pytest.fixture(scope="module")
 def detector():  # type: ignore[no-untyped-def]
-    from edgeface.vision.detect import create_detector
+    from edgeface.vision.backends import create_detector
 
     return create_detector("litert", "short", DEFAULT_MODELS_DIR, 0.6, 8)
 

@@ -12,7 +12,8 @@ import pytest
 
 from edgeface.data import BBox, Detection
 from edgeface.errors import ImageError, ModelError
-from edgeface.vision.detect import MODEL_IDS, SSD_OPTIONS, LiteRTDetector, create_detector, ssd_anchors
+from edgeface.vision.backends import create_detector
+from edgeface.vision.detect import MODEL_IDS, SSD_OPTIONS, LiteRTDetector, ssd_anchors
 
 from .support import PARTIAL, PORTRAITS, ImageLoader
 

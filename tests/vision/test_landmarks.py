@@ -11,12 +11,12 @@ import pytest
 
 from edgeface.data import BBox, Detection, Landmarks
 from edgeface.errors import ModelError
+from edgeface.vision.backends import create_landmarker
 from edgeface.vision.detect import LiteRTDetector
 from edgeface.vision.landmarks import (
     FIVE_POINT_INDICES,
     NUM_POINTS,
     LiteRTLandmarker,
-    create_landmarker,
     eye_points,
     five_points,
 )
