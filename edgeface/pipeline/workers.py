@@ -123,7 +123,7 @@ class TrackStage(Stage[Detected]):
 
 
 class EmbedStage(Stage[Tracked]):
-    """Aligns the claimed faces, gates them on quality, embeds the rest in one batch, scores passive liveness."""
+    """Aligns the claimed faces, gates them on quality, embeds the rest in one call, scores passive liveness."""
 
     def __init__(
         self,
@@ -142,7 +142,7 @@ class EmbedStage(Stage[Tracked]):
         self.passive = passive
         self.embedded = 0
         self.passive_checks = 0
-        self.batch_stats = RollingStats()  # ms per embedder call (most frames embed nothing)
+        self.batch_stats = RollingStats()  # ms per embed call, all of a frame's faces (most frames embed none)
         self.passive_stats = RollingStats()  # ms per face scored by the passive liveness model
 
     def process(self, item: Tracked) -> None:
@@ -160,7 +160,6 @@ class EmbedStage(Stage[Tracked]):
                     ready.append((track, aligned))
         samples = []
         if ready:
-            # One batched call: the interpreter's per-invoke overhead dominates for small chips.
             t1 = time.perf_counter()
             embeddings = self.vision.embed([aligned for _, aligned in ready])
             self.batch_stats.add((time.perf_counter() - t1) * 1000.0)

@@ -21,7 +21,12 @@ from edgeface.vision.emotion import EmotionClassifier
 
 @dataclass(frozen=True, slots=True)
 class Models:
-    """The loaded models of one set of model settings: the pipeline's and the command thread's."""
+    """The loaded models of one set of model settings: the pipeline's and the command thread's.
+
+    The two threads share one copy of every model they both use (the landmarker, the embedder, the
+    passive liveness and emotion models: their interpreters are locked, and each is called a few
+    times per track or per command); only the detectors differ.
+    """
 
     vision: VisionConfig
     liveness: LivenessConfig
@@ -30,7 +35,7 @@ class Models:
     enroll_analyzer: FaceAnalyzer  # also the still-image verbs': same command thread
     passive: PassiveLiveness | None  # the pipeline's, when the liveness mode uses it
     still_passive: PassiveLiveness  # the ``liveness`` verb's
-    # Emotion, when ``attributes.enabled``: one interpreter for the decide thread, one for ``analyze``.
+    # Emotion, when ``attributes.enabled``: one interpreter for the decide thread and ``analyze``.
     event_emotion: EmotionClassifier | None
     still_emotion: EmotionClassifier | None
 
@@ -40,16 +45,16 @@ class Models:
         vision, liveness = settings.vision, settings.liveness
         analyzer = FaceAnalyzer.from_config(vision)
         try:
-            # Its own analyzer: the pipeline's is not thread-safe, and enrollment uses the full-range
-            # detector so a second, smaller face in a photo is seen and refused.
-            enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(vision))
+            # Its own detector: enrollment uses the full-range model so a second, smaller face in a
+            # photo is seen and refused; the rest is the pipeline's.
+            enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(vision), share=analyzer)
         except BaseException:
             analyzer.close()
             raise
         try:
             passive = open_passive(liveness, vision) if uses_passive(liveness.mode) else None
-            still_passive = open_passive(liveness, vision)
-            event_emotion, still_emotion = open_emotion(settings), open_emotion(settings)
+            still_passive = passive if passive is not None else open_passive(liveness, vision)
+            emotion = open_emotion(settings)
         except BaseException:
             enroll_analyzer.close()
             analyzer.close()
@@ -62,8 +67,8 @@ class Models:
             enroll_analyzer,
             passive,
             still_passive,
-            event_emotion,
-            still_emotion,
+            emotion,
+            emotion,
         )
 
     def close(self) -> None:

@@ -76,6 +76,12 @@ class Vision(Protocol):
         ...
 
 
+def _same_models(a: VisionConfig, b: VisionConfig) -> bool:
+    """Whether an analyzer built from ``a`` has the landmarker and embedder one from ``b`` needs (shareable)."""
+    same = (a.models_dir, a.embedder, a.threads, a.backend) == (b.models_dir, b.embedder, b.threads, b.backend)
+    return same and a.backend == "litert"  # Mediapipe's own graphs are not locked
+
+
 def _rank(aligned: AlignedFace) -> tuple[bool, float]:
     """Sort key, best subject first: landmark-aligned faces before keypoint-aligned ones, then larger."""
     box = aligned.face.detection.bbox
@@ -83,9 +89,22 @@ def _rank(aligned: AlignedFace) -> tuple[bool, float]:
 
 
 class FaceAnalyzer:
-    """Owns one detector, landmarker, aligner and embedder; not thread-safe (one per stage thread)."""
+    """One detector, landmarker, aligner and embedder.
 
-    def __init__(self, detector: Detector, landmarker: Landmarker, aligner: Aligner, embedder: AnyEmbedder) -> None:
+    Each step may run on its own thread (the pipeline's stages do). Every LiteRT interpreter is
+    locked, so two threads calling one step take turns; that is what lets a second analyzer share
+    the landmarker and the embedder (``from_config(share=...)``). Mediapipe's graphs are not shared.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        landmarker: Landmarker,
+        aligner: Aligner,
+        embedder: AnyEmbedder,
+        *,
+        shared: bool = False,
+    ) -> None:
         if aligner.size != embedder.chip_size or aligner.points != embedder.points:
             raise ValueError(
                 f"aligner makes {aligner.size}px {aligner.points} chips, embedder {embedder.model_id} wants "
@@ -95,12 +114,27 @@ class FaceAnalyzer:
         self.landmarker = landmarker
         self.aligner = aligner
         self.embedder = embedder
+        self._shared = shared  # the landmarker and embedder belong to another analyzer, which closes them
+        self._vision: VisionConfig | None = None
 
     @classmethod
-    def from_config(cls, vision: VisionConfig) -> FaceAnalyzer:
-        """Build every stage from the vision settings; whatever was built is closed if a later stage fails."""
+    def from_config(cls, vision: VisionConfig, *, share: FaceAnalyzer | None = None) -> FaceAnalyzer:
+        """Build every stage from the vision settings; whatever was built is closed if a later stage fails.
+
+        With ``share`` (an analyzer built from settings with the same models, LiteRT backend and
+        threads), this one reuses its landmarker and embedder -- the largest interpreters -- and
+        builds only its own detector: the daemon's command thread then costs one detector more than
+        the pipeline, not a second copy of every model.
+        """
+        reuse = share is not None and share._vision is not None and _same_models(share._vision, vision)
         with ExitStack() as stack:
-            embedder = create_embedder(vision.models_dir, vision.embedder, vision.threads)
+            if share is not None and reuse:
+                embedder, landmarker = share.embedder, share.landmarker
+            else:
+                embedder = create_embedder(vision.models_dir, vision.embedder, vision.threads)
+                stack.callback(embedder.close)
+                landmarker = create_landmarker(vision.backend, vision.models_dir, vision.threads)
+                stack.callback(landmarker.close)
             detector = create_detector(
                 vision.backend,
                 vision.detector,
@@ -110,8 +144,6 @@ class FaceAnalyzer:
                 vision.threads,
             )
             stack.callback(detector.close)
-            landmarker = create_landmarker(vision.backend, vision.models_dir, vision.threads)
-            stack.callback(landmarker.close)
             aligner = Aligner(
                 embedder.template,
                 embedder.chip_size,
@@ -119,7 +151,8 @@ class FaceAnalyzer:
                 keypoint_fallback=vision.keypoint_fallback,
                 fallback_min_score=vision.keypoint_fallback_min_score,
             )
-            analyzer = cls(detector, landmarker, aligner, embedder)
+            analyzer = cls(detector, landmarker, aligner, embedder, shared=reuse)
+            analyzer._vision = vision
             stack.pop_all()  # success: the analyzer owns them now
         return analyzer
 
@@ -172,10 +205,11 @@ class FaceAnalyzer:
         return [AnalyzedFace(a.face, a.chip, e) for a, e in zip(aligned, self.embed(aligned), strict=True)]
 
     def close(self) -> None:
-        """Release the detector's and landmarker's native resources (Mediapipe graphs)."""
-        self.landmarker.close()
+        """Release the native resources (Mediapipe graphs) of the parts this analyzer owns."""
         self.detector.close()
-        self.embedder.close()
+        if not self._shared:
+            self.landmarker.close()
+            self.embedder.close()
 
     def __enter__(self) -> FaceAnalyzer:
         return self

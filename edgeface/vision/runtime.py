@@ -7,6 +7,7 @@ fails at start with a message naming it, not with a shape error deep in numpy pe
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class TFLiteModel:
 
     def __init__(self, models_dir: Path, spec: ModelSpec, threads: int = 1, *, verify: bool = True) -> None:
         self.spec = spec
+        self._lock = threading.Lock()
         path = model_path(models_dir, spec, verify=verify)
         try:
             self._interp = _interpreter_class()(model_path=str(path), num_threads=threads)
@@ -58,21 +60,16 @@ class TFLiteModel:
     def output_details(self) -> list[dict[str, Any]]:
         return list(self._outputs)
 
-    def resize_batch(self, n: int) -> None:
-        """Change the batch dimension (models with a dynamic or resizable batch)."""
-        if n == self.batch:
-            return
-        spec = self.spec.input
-        self._interp.resize_tensor_input(self._input_index, [n, spec.height, spec.width, spec.channels])
-        self._interp.allocate_tensors()
-        self._outputs = sorted(self._interp.get_output_details(), key=lambda d: int(d["index"]))
-        self.batch = n
-
     def run(self, x: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
-        """Invoke on ``x`` (already in the input dtype) and return copies of all outputs."""
-        self._interp.set_tensor(self._input_index, x)
-        self._interp.invoke()
-        return [self._interp.get_tensor(int(d["index"])).copy() for d in self._outputs]
+        """Invoke on ``x`` (already in the input dtype) and return copies of all outputs.
+
+        Thread-safe: one lock per interpreter, so threads that call a model rarely (the pipeline's
+        embed stage and the command thread's enrollments) share one copy of its packed weights.
+        """
+        with self._lock:
+            self._interp.set_tensor(self._input_index, x)
+            self._interp.invoke()
+            return [self._interp.get_tensor(int(d["index"])).copy() for d in self._outputs]
 
     def dequantize(self, values: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[np.float32]:
         """Float values of a (possibly quantized) output tensor."""
