@@ -51,7 +51,7 @@ from edgeface.data import (
 )
 from edgeface.liveness.policy import LivenessPolicy, NoLiveness
 from edgeface.liveness.track import TrackLiveness
-from edgeface.pipeline.lookup import Lookup
+from edgeface.pipeline.lookup import Lookup, LookupResult
 from edgeface.pipeline.presence import Cooldown, Presence, PresenceChange
 from edgeface.pipeline.rules import Thresholds, classify, fuse, sample_weight
 from edgeface.pipeline.samples import KEEP_SAMPLES, SampleRing
@@ -94,6 +94,19 @@ class _TrackState:
     gates: Counter[Reason] = field(default_factory=Counter)
     person: tuple[str, str] | None = None  # the identity that refreshes presence: known and live
     best_chip: tuple[float, ImageArray] | None = None  # (weight, chip) for the unknown snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluation:
+    """One match of a track's fused votes, and what its decision is stamped with."""
+
+    track: Track
+    frame: Frame
+    fused: FloatArray
+    found: LookupResult
+    samples: int
+    now: float
+    stage_ms: Mapping[str, float] | None
 
 
 class Decider:
@@ -167,7 +180,7 @@ class Decider:
             return Outcome()
         state.gate_reported = True
         worst = state.gates.most_common(1)[0][0]
-        return Outcome(self._decision(track, frame, "uncertain", worst, stage_ms=stage_ms))
+        return Outcome(_make_decision(track, frame, "uncertain", worst, self.thresholds.match, stage_ms=stage_ms))
 
     def add(
         self,
@@ -225,67 +238,53 @@ class Decider:
         vectors = np.stack([e.vector for e in votes]).astype(np.float32)
         fused = fuse(vectors, [sample_weight(e.quality) for e in votes])
         found = self._lookup(fused)
-        match = found.match
-        status, reason = classify(match, self.thresholds)
-        best = match.best
-        similarity = best.similarity if best is not None else 0.0
-        margin = match.margin if best is not None else 0.0
-
+        status, reason = classify(found.match, self.thresholds)
+        best = found.match.best
+        evaluation = _Evaluation(track, frame, fused, found, len(votes), now, stage_ms)
         if status == "known" and best is not None:
-            liveness = state.liveness.judge(best.person_id, fused, self.thresholds.unknown)
-            if liveness.live is None and self._liveness.required:
-                _LOGGER.debug("track %d: %s matched, liveness pending", track.track_id, best.person_id)
-                return Outcome()  # evaluated again on the next embedding, until the policy decides
-            state.evaluated = True
-            live = liveness.live is not False
-            grant = live and bool(found.metadata.get(self.config.access_metadata_key, False))
-            decision = self._decision(
-                track,
-                frame,
-                status,
-                "matched" if live else "liveness_failed",
-                best=best,
-                similarity=similarity,
-                margin=margin,
-                samples=len(votes),
-                stage_ms=stage_ms,
-                grant=grant,
-                liveness=liveness,
-            )
-            if not live:
-                state.person = None
-                self.scheduler.unsettle(track.track_id)
-                return self._announce(state, decision, ("liveness_failed", best.person_id), now)
-            state.doubtful = False
-            self.scheduler.settle(track.track_id, found.generation, known=True)
-            state.person = (best.person_id, best.name)
-            presence = self._presence.seen(best.person_id, best.name, now)
-            return self._announce(state, decision, ("known", best.person_id, grant), now, presence)
+            return self._known(state, evaluation, best)
+        return self._not_known(state, evaluation, status, reason)
 
+    def _known(self, state: _TrackState, ev: _Evaluation, best: Candidate) -> Outcome:
+        """A match: published once live (or liveness off), named without a grant when not live."""
+        track = ev.track
+        liveness = state.liveness.judge(best.person_id, ev.fused, self.thresholds.unknown)
+        if liveness.live is None and self._liveness.required:
+            _LOGGER.debug("track %d: %s matched, liveness pending", track.track_id, best.person_id)
+            return Outcome()  # evaluated again on the next embedding, until the policy decides
+        state.evaluated = True
+        live = liveness.live is not False
+        grant = live and bool(ev.found.metadata.get(self.config.access_metadata_key, False))
+        decision = self._decision(
+            ev, "known", "matched" if live else "liveness_failed", best=best, grant=grant, liveness=liveness
+        )
+        if not live:
+            state.person = None
+            self.scheduler.unsettle(track.track_id)
+            return self._announce(state, decision, ("liveness_failed", best.person_id), ev.now)
+        state.doubtful = False
+        self.scheduler.settle(track.track_id, ev.found.generation, known=True)
+        state.person = (best.person_id, best.name)
+        presence = self._presence.seen(best.person_id, best.name, ev.now)
+        return self._announce(state, decision, ("known", best.person_id, grant), ev.now, presence)
+
+    def _not_known(self, state: _TrackState, ev: _Evaluation, status: Status, reason: Reason) -> Outcome:
+        """Uncertain or unknown: published on the track's first evaluation only, on to the spool."""
+        track_id = ev.track.track_id
         state.person = None
         state.doubtful = state.doubtful or status == "uncertain"
         if status == "unknown" and not state.doubtful:
-            self.scheduler.settle(track.track_id, found.generation, known=False)
+            self.scheduler.settle(track_id, ev.found.generation, known=False)
         else:
-            self.scheduler.unsettle(track.track_id)
+            self.scheduler.unsettle(track_id)
         if state.evaluated:
             return Outcome()  # after the first evaluation only a named person is news
         state.evaluated = True
-        decision = self._decision(
-            track,
-            frame,
-            status,
-            reason,
-            similarity=similarity,
-            margin=margin,
-            samples=len(votes),
-            stage_ms=stage_ms,
-            closest=best,
-        )
+        decision = self._decision(ev, status, reason, closest=ev.found.match.best)
         # Uncertain faces are spooled too: "last unknown" then names them, and confirming one
         # (as a new person or as the closest one) teaches the device exactly the faces it doubted.
         chip = state.best_chip[1] if self._unknown_snapshots and state.best_chip is not None else None
-        return Outcome(decision, unknown=UnknownFace(fused, chip, now))
+        return Outcome(decision, unknown=UnknownFace(ev.fused, chip, ev.now))
 
     def _announce(
         self,
@@ -307,36 +306,66 @@ class Decider:
 
     def _decision(
         self,
-        track: Track,
-        frame: Frame,
+        ev: _Evaluation,
         status: Status,
         reason: Reason,
         *,
         best: Candidate | None = None,
-        similarity: float = 0.0,
-        margin: float = 0.0,
-        samples: int = 0,
-        stage_ms: Mapping[str, float] | None = None,
         grant: bool = False,
         liveness: LivenessResult | None = None,
         closest: Candidate | None = None,
     ) -> Decision:
-        return Decision(
-            track_id=track.track_id,
-            status=status,
-            reason=reason,
-            person_id=best.person_id if best is not None else None,
-            name=best.name if best is not None else None,
-            similarity=float(similarity),
-            threshold=self.thresholds.match,
-            margin=float(margin),
+        match = ev.found.match
+        top = match.best
+        return _make_decision(
+            ev.track,
+            ev.frame,
+            status,
+            reason,
+            self.thresholds.match,
+            best=best,
+            similarity=top.similarity if top is not None else 0.0,
+            margin=match.margin if top is not None else 0.0,
+            samples=ev.samples,
+            stage_ms=ev.stage_ms,
             grant=grant,
-            bbox=track.bbox,
-            frame_index=frame.index,
-            captured_at=frame.captured_at,
-            wall_time=frame.wall_time,
-            samples=samples,
             liveness=liveness,
-            stage_ms=dict(stage_ms or {}),
             closest=closest,
         )
+
+
+def _make_decision(
+    track: Track,
+    frame: Frame,
+    status: Status,
+    reason: Reason,
+    threshold: float,
+    *,
+    best: Candidate | None = None,
+    similarity: float = 0.0,
+    margin: float = 0.0,
+    samples: int = 0,
+    stage_ms: Mapping[str, float] | None = None,
+    grant: bool = False,
+    liveness: LivenessResult | None = None,
+    closest: Candidate | None = None,
+) -> Decision:
+    return Decision(
+        track_id=track.track_id,
+        status=status,
+        reason=reason,
+        person_id=best.person_id if best is not None else None,
+        name=best.name if best is not None else None,
+        similarity=float(similarity),
+        threshold=threshold,
+        margin=float(margin),
+        grant=grant,
+        bbox=track.bbox,
+        frame_index=frame.index,
+        captured_at=frame.captured_at,
+        wall_time=frame.wall_time,
+        samples=samples,
+        liveness=liveness,
+        stage_ms=dict(stage_ms or {}),
+        closest=closest,
+    )

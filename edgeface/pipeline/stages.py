@@ -36,6 +36,9 @@ from edgeface.vision.analyzer import Vision
 
 _LOGGER = logging.getLogger(__name__)
 
+# Unknown decisions waiting for the spool stage: a frame's worth of strangers even in a crowd.
+SPOOL_QUEUE = 16
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineParts:
@@ -45,6 +48,18 @@ class PipelineParts:
     liveness: LivenessPolicy | None = None  # None: liveness off
     passive: PassiveScorer | None = None  # the passive model, scored with each embedding
     attributes: Attributes | None = None  # per-recognition attributes (emotion)
+
+
+def _queues(size: int, stop: threading.Event, *, lossless: bool) -> dict[str, DropQueue[Any]]:
+    """The inbox of each stage after capture, by stage name."""
+    return {
+        "detect": DropQueue[Captured | EndOfStream]("detect", size, stop, lossless=lossless),
+        "track": DropQueue[Detected | EndOfStream]("track", size, stop, lossless=lossless),
+        "embed": DropQueue[Tracked | EndOfStream]("embed", size, stop, lossless=lossless),
+        "decide": DropQueue[Embedded | EndOfStream]("decide", size, stop, lossless=lossless),
+        # Strangers are rare and each one matters: room for a crowd of them at once.
+        "spool": DropQueue[Unknown | EndOfStream]("spool", max(size, SPOOL_QUEUE), stop, lossless=lossless),
+    }
 
 
 class Pipeline:
@@ -72,19 +87,9 @@ class Pipeline:
             settings.decision, self.thresholds, lookup, liveness=liveness, unknown_snapshots=settings.unknown_snapshots
         )
         self.samples: SampleRing = self.decider.samples
+        capture, stop_ev = settings.capture, self.stop_event
         # A replay that is not paced in real time is offline processing: every frame is wanted.
-        capture = settings.capture
-        lossless = not source.is_live and not capture.realtime
-        size, stop_ev = settings.queue_size, self.stop_event
-        self.queues: dict[str, DropQueue[Any]] = {
-            "detect": DropQueue[Captured | EndOfStream]("detect", size, stop_ev, lossless=lossless),
-            "track": DropQueue[Detected | EndOfStream]("track", size, stop_ev, lossless=lossless),
-            "embed": DropQueue[Tracked | EndOfStream]("embed", size, stop_ev, lossless=lossless),
-            "decide": DropQueue[Embedded | EndOfStream]("decide", size, stop_ev, lossless=lossless),
-            # Strangers are rare and each one matters: room for a crowd of them, never dropped silently.
-            "spool": DropQueue[Unknown | EndOfStream]("spool", max(size, 16), stop_ev, lossless=lossless),
-        }
-        q = self.queues
+        self.queues = q = _queues(settings.queue_size, stop_ev, lossless=not source.is_live and not capture.realtime)
         self.capture = CaptureThread(
             source,
             q["detect"],
@@ -157,6 +162,11 @@ class Pipeline:
         if alive:
             _LOGGER.warning("pipeline threads still running after the stop timeout: %s", ", ".join(alive))
         return alive
+
+    def shutdown(self) -> None:
+        """Stop and wait for the threads (``join``'s default timeout; it logs any still alive)."""
+        self.stop()
+        self.join()
 
     def heartbeats(self) -> dict[str, float]:
         """Last loop time (monotonic) of each stage thread, by thread name."""

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeface import __version__
-from edgeface.config import Settings, load_settings
-from edgeface.errors import EdgefaceError, SourceError, storage_error
+from edgeface.config import Settings
+from edgeface.errors import EdgefaceError, storage_error
 from edgeface.fleet.replicator import Replicator
 from edgeface.fleet.service import start_replicator
 from edgeface.liveness.passive import PassiveLiveness
@@ -46,36 +46,31 @@ from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.matching.unknowns import UnknownSpool
 from edgeface.mqtt.commands import CommandDispatcher
 from edgeface.mqtt.controls import HaControls, controls_enabled, controls_key
-from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
-from edgeface.mqtt.durable import DurableOutbox
 from edgeface.mqtt.link import MqttLink
-from edgeface.mqtt.nonces import SqliteNonces
-from edgeface.mqtt.outbox import Outbox
 from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.retained import RetainedState
-from edgeface.mqtt.signing import DEFAULT_NONCE_CACHE, Verifier, load_keys
+from edgeface.mqtt.signing import load_keys
 from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.lookup import SnapshotLookup
 from edgeface.pipeline.rules import Thresholds
 from edgeface.pipeline.settings import PipelineSettings
 from edgeface.pipeline.stages import Pipeline, PipelineParts
-from edgeface.service.broker import BrokerAddress, start_broker
+from edgeface.service.broker import BrokerAddress, open_link, open_verifier, start_broker
 from edgeface.service.device import Device
-from edgeface.service.events import DeviceEvents
+from edgeface.service.events import DeviceEvents, open_retained
 from edgeface.service.health import Health, SourceStatus
 from edgeface.service.memory import release_memory
 from edgeface.service.models import ModelCache, Models
-from edgeface.service.reload import FileWatcher
+from edgeface.service.reload import ConfigReload, FileWatcher
 from edgeface.service.signals import SignalStop
 from edgeface.service.still import StillImages, event_attributes
+from edgeface.service.supervise import supervise
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
 
 _LOGGER = logging.getLogger(__name__)
 
-# Supervisor tick: fast enough for a 2 s stop and for watchdog intervals down to a few seconds.
-TICK_S = 0.5
 # How long start-up waits for the broker before going on without it (the link keeps retrying).
 CONNECT_WAIT_S = 5.0
 
@@ -121,12 +116,10 @@ class Daemon:
         threads, such as tests and the config watcher, set ``stop`` directly)."""
         self.settings = settings
         self.echo = echo
-        self.config_path = config_path
         self.stop = stop
         self.signals = signals
         self.notifier = Notifier()
-        self._reload_requested = threading.Event()
-        self._pending: Settings | None = None
+        self._reload = ConfigReload(config_path, stop) if config_path is not None else None
         self._problems = LastProblem()  # the state document's ``last_error``, across reloads
         self._failure: EdgefaceError | None = None
         self._models = ModelCache()  # kept across reloads while [vision] and [liveness] are unchanged
@@ -154,11 +147,11 @@ class Daemon:
             if self._failure is not None:
                 raise self._failure
             signalled = self.signals is not None and self.signals.requested
-            if signalled or not self._reload_requested.is_set() or self._pending is None:
+            pending = self._reload.take() if self._reload is not None else None
+            if signalled or pending is None:
                 return 0
             _LOGGER.info("restarting with the reloaded configuration")
-            self.settings, self._pending = self._pending, None
-            self._reload_requested.clear()
+            self.settings = pending
             self.stop.clear()
             release_memory()
 
@@ -243,32 +236,9 @@ class Daemon:
 
     def _start_link(self, stack: contextlib.ExitStack, address: BrokerAddress) -> None:
         """The link (not connected yet); it outlives the pipeline so the last events and ``offline`` go out."""
-        s = self.settings
         # Separate from ``self.stop``: the link keeps running until the stages drained.
         self._link_stop = threading.Event()
-        outbox: Outbox | None = None
-        if s.mqtt.outbox_durable:
-            durable = DurableOutbox(
-                s.mqtt_state_path,
-                max_messages=s.mqtt.outbox_size,
-                max_bytes=s.mqtt.outbox_max_bytes,
-                max_age_s=s.mqtt.outbox_max_age_s,
-            )
-            # Pushed before the link's stop: closed after the link stopped using it.
-            stack.callback(durable.close)
-            outbox = durable
-        self.link = MqttLink(
-            s.mqtt,
-            self.topics,
-            s.device.name,
-            self._on_command,
-            self._link_stop,
-            host=address.host,
-            port=address.port,
-            protocol=address.protocol,
-            outbox=outbox,
-        )
-        stack.callback(self.link.stop)
+        self.link = open_link(self.settings, self.topics, self._on_command, self._link_stop, address, stack)
 
     def _start_pipeline(self, source: FrameSource) -> None:
         """The pipeline, built but not started (``_start_capture`` starts it once everything else runs)."""
@@ -324,15 +294,9 @@ class Daemon:
             device_id=s.device.id,
             still=self.still,
         )
-        verifier = None
-        if s.security.require_signature:
-            # The window lives in the state file: a reload or a restart does not reopen it.
-            nonces = SqliteNonces(s.mqtt_state_path, DEFAULT_NONCE_CACHE)
-            stack.callback(nonces.close)
-            verifier = Verifier(load_keys(s.security.keys_file), s.security.max_skew_s, nonces=nonces)
-        self._dispatcher = CommandDispatcher(
-            device, self.link, self.topics, s.security, self._link_stop, verifier=verifier
-        )
+        verifier = open_verifier(s, stack)
+        link, topics = self.link, self.topics
+        self._dispatcher = CommandDispatcher(device, link, topics, s.security, self._link_stop, verifier=verifier)
         self._dispatcher.start()
         # LIFO: the worker is told to stop and joined (answering what is queued) before the link closes.
         stack.callback(self._dispatcher.join, s.pipeline.stop_timeout_s)
@@ -350,28 +314,9 @@ class Daemon:
     def _start_retained(self, stack: contextlib.ExitStack) -> None:
         """Retained presence, last seen and discovery (kept true on the broker); the event publisher feeding them."""
         s = self.settings
-        options = DiscoveryOptions(
-            # A snapshot exists only when the spool keeps it, and leaves the device only when published.
-            snapshots=s.unknowns.snapshots and s.unknowns.publish_snapshot,
-            controls=controls_enabled(s.mqtt, s.security),
-            stranger_off_delay_s=s.decision.presence_timeout_s,
-        )
-        builder = DiscoveryBuilder(self.topics, s.mqtt.discovery_prefix, s.device.name, __version__, options)
-        db = self.db
-        self.retained = RetainedState(
-            self.link,
-            builder,
-            lambda: {p.id: p.name for p in db.list()[1]},
-            discovery=s.mqtt.discovery,
-            birth_topic=s.mqtt.ha_birth_topic,
-        )
-        self.retained.attach()
+        self.retained, self.publisher = open_retained(s, self.link, self.topics, self.db, self.spool, self.echo)
         # Runs after the pipeline stopped and before the link drains: whoever is present goes 'off'.
         stack.callback(self.retained.stop)
-        snapshot = self.spool.snapshot if s.unknowns.publish_snapshot else None
-        self.publisher = EventPublisher(
-            self.link, self.topics, s.device.id, snapshot=snapshot, echo=self.echo, presence=self.retained.set_presence
-        )
 
     def _start_controls(self) -> None:
         """Home Assistant's text and buttons, as commands to the dispatcher (when offered)."""
@@ -398,7 +343,7 @@ class Daemon:
 
     def _start_capture(self, stack: contextlib.ExitStack) -> None:
         self.pipeline.start()
-        stack.callback(self._stop_pipeline, self.pipeline)
+        stack.callback(self.pipeline.shutdown)
 
     def _start_watcher(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
@@ -406,45 +351,28 @@ class Daemon:
             return
         db = self.db
         watched: dict[Path, Callable[[Path], None]] = {s.db_path: lambda _p: self._db_changed(db)}
-        if self.config_path is not None:
-            watched[self.config_path] = lambda _p: self._config_changed()
+        if self._reload is not None:
+            reload = self._reload
+            watched[reload.path] = lambda _p: reload.changed(self.settings)
         watcher = FileWatcher(watched)
         watcher.start()
         stack.callback(watcher.stop)
 
-    def _stop_pipeline(self, pipeline: Pipeline) -> None:
-        pipeline.stop()
-        alive = pipeline.join()
-        if alive:
-            _LOGGER.warning("threads still alive after %.1fs: %s", pipeline.settings.stop_timeout_s, ", ".join(alive))
-
     # --- supervision ------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        next_status = 0.0
-        next_ping = 0.0
-        ping_every = self.notifier.watchdog_interval_s or TICK_S
-        while not self._wait(TICK_S):
-            now = time.monotonic()
-            if self.pipeline.drained.is_set():
-                failure = self.pipeline.source_failure
-                if failure is not None:
-                    self._failure = SourceError(f"source {self.source_status.uri}: {failure}")
-                _LOGGER.info("source %s ended; stopping", self.source_status.uri)
-                self.stop.set()
-                break
-            if now >= next_ping:
-                stale = self.health.stale_stages(now)
-                if stale:
-                    _LOGGER.warning("no watchdog ping: stages without progress: %s", ", ".join(stale))
-                else:
-                    self.notifier.watchdog()
-                next_ping = now + ping_every
-            if now >= next_status:
-                self.spool.expire(time.time())
-                self.publisher.state(self.health.document())
-                self.notifier.status(self.health.status_line())
-                next_status = now + self.settings.service.status_interval_s
+        failure = supervise(
+            pipeline=self.pipeline,
+            health=self.health,
+            notifier=self.notifier,
+            spool=self.spool,
+            publisher=self.publisher,
+            status_interval_s=self.settings.service.status_interval_s,
+            source_uri=self.source_status.uri,
+            wait=self._wait,
+        )
+        self._failure = failure
+        self.stop.set()
 
     def _wait(self, timeout: float) -> bool:
         """Sleep one tick; True once a stop was asked for (by a signal or another thread)."""
@@ -478,19 +406,3 @@ class Daemon:
         if db.reload():
             _LOGGER.info("database %s changed on disk: %d persons", db.path, db.snapshot().persons)
             self._persons_changed()
-
-    def _config_changed(self) -> None:
-        assert self.config_path is not None
-        try:
-            new = load_settings(self.config_path)
-        except EdgefaceError as exc:
-            _LOGGER.error(
-                "config %s changed but is invalid; keeping the running configuration:\n%s", self.config_path, exc
-            )
-            return
-        if new == self.settings:
-            return
-        _LOGGER.info("config %s changed; restarting the components", self.config_path)
-        self._pending = new
-        self._reload_requested.set()
-        self.stop.set()

@@ -1,4 +1,4 @@
-"""The pipeline's event sink on the device: MQTT events, retained state, Home Assistant controls, source status."""
+"""The device's outward events: the retained state and publisher, and the pipeline's event sink over them."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from edgeface import __version__
+from edgeface.config import Settings
 from edgeface.data import Decision
-from edgeface.mqtt.controls import HaControls
+from edgeface.matching.db import FaceDatabase
+from edgeface.matching.unknowns import UnknownSpool
+from edgeface.mqtt.controls import HaControls, controls_enabled
+from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
+from edgeface.mqtt.link import MqttLink
 from edgeface.mqtt.publisher import EventPublisher
 from edgeface.mqtt.retained import RetainedState
+from edgeface.mqtt.topics import Topics
 from edgeface.pipeline.presence import PresenceChange
 from edgeface.service.health import SourceStatus
 
@@ -54,3 +61,33 @@ class DeviceEvents:
         self._source.update(state, detail)
         _LOGGER.info("source %s: %s %s", self._source.uri, state, detail)
         self._publisher.state(self._document())
+
+
+def open_retained(
+    settings: Settings,
+    link: MqttLink,
+    topics: Topics,
+    db: FaceDatabase,
+    spool: UnknownSpool,
+    echo: Callable[[str], None] | None,
+) -> tuple[RetainedState, EventPublisher]:
+    """Retained presence, last seen and discovery (attached to the link), and the event publisher feeding them."""
+    s = settings
+    options = DiscoveryOptions(
+        # A snapshot exists only when the spool keeps it, and leaves the device only when published.
+        snapshots=s.unknowns.snapshots and s.unknowns.publish_snapshot,
+        controls=controls_enabled(s.mqtt, s.security),
+        stranger_off_delay_s=s.decision.presence_timeout_s,
+    )
+    builder = DiscoveryBuilder(topics, s.mqtt.discovery_prefix, s.device.name, __version__, options)
+    retained = RetainedState(
+        link,
+        builder,
+        lambda: {p.id: p.name for p in db.list()[1]},
+        discovery=s.mqtt.discovery,
+        birth_topic=s.mqtt.ha_birth_topic,
+    )
+    retained.attach()
+    snapshot = spool.snapshot if s.unknowns.publish_snapshot else None
+    publisher = EventPublisher(link, topics, s.device.id, snapshot=snapshot, echo=echo, presence=retained.set_presence)
+    return retained, publisher

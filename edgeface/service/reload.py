@@ -1,4 +1,4 @@
-"""Watch the database and config files and call back when one of them changes on disk.
+"""Watch the database and config files and call back when one of them changes on disk; validate a new config.
 
 Editors and our own atomic writes replace files (write temp, rename), so the parent directory is
 watched and events are matched by file name; bursts of events are coalesced with a short debounce.
@@ -13,6 +13,9 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+from edgeface.config import Settings, load_settings
+from edgeface.errors import EdgefaceError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,3 +86,37 @@ class FileWatcher:
         self._observer.join(timeout=5)
         for timer in timers:
             timer.join(timeout=5)
+
+
+class ConfigReload:
+    """A config file that changed on disk: validated, and kept for the next run when it is valid and new.
+
+    An invalid file is logged and ignored (the running configuration stays); a valid, different one
+    asks the current run to stop (``stop``), and the daemon starts the next run with ``take()``.
+    """
+
+    def __init__(self, path: Path, stop: threading.Event) -> None:
+        self.path = path
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._pending: Settings | None = None
+
+    def changed(self, current: Settings) -> None:
+        """The watcher saw the file change (called on the watcher's thread)."""
+        try:
+            new = load_settings(self.path)
+        except EdgefaceError as exc:
+            _LOGGER.error("config %s changed but is invalid; keeping the running configuration:\n%s", self.path, exc)
+            return
+        if new == current:
+            return
+        _LOGGER.info("config %s changed; restarting the components", self.path)
+        with self._lock:
+            self._pending = new
+        self._stop.set()
+
+    def take(self) -> Settings | None:
+        """The settings of the next run, once: None when no valid change is pending."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
