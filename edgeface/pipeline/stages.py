@@ -72,10 +72,11 @@ class Pipeline:
         lookup: Lookup,
         settings: PipelineSettings,
         sink: EventSink,
-        parts: PipelineParts = PipelineParts(),
+        parts: PipelineParts | None = None,
         *,
         stop: threading.Event | None = None,
     ) -> None:
+        parts = parts or PipelineParts()
         self.settings = settings
         self.source = source
         self.stop_event = stop or threading.Event()

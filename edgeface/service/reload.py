@@ -24,6 +24,18 @@ _LOGGER = logging.getLogger(__name__)
 DEBOUNCE_S = 0.3
 
 
+class _StopRace(logging.Filter):
+    """Drops watchdog's ERROR for an event read while its observer stops (``InotifyEmitter.queue_events()
+    called when the thread is inactive``): the emitter returns without events then, nothing is lost,
+    yet the record would read as a fault in the daemon's log and ``state.last_error``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, watcher: FileWatcher) -> None:
         self._watcher = watcher

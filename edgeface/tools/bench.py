@@ -272,10 +272,11 @@ def _report(
     stages: dict[str, dict[str, Any]] = {
         name: {"per": per, **summaries[name].as_dict()} for name, per in STAGES.items()
     }
-    # Track and decide are timed by the pipeline itself (rolling window of its last frames, no max).
-    for name in ("track", "decide"):
+    # Track, decide and spool are timed by the pipeline itself (rolling window of its last items, no max).
+    for name in ("track", "decide", "spool"):
         own = run["stages"].get(name, {})
-        stages[name] = {"per": "frame", "n": None, "p50": own.get("p50_ms"), "p95": own.get("p95_ms"), "max": None}
+        per = "event" if name == "spool" else "frame"  # the spool stage sees unknown decisions only
+        stages[name] = {"per": per, "n": None, "p50": own.get("p50_ms"), "p95": own.get("p95_ms"), "max": None}
     processed = int(run["processed"])
     return {
         "source": uri,
@@ -290,6 +291,8 @@ def _report(
         "wall_s": wall,
         "fps": processed / wall if wall > 0 else 0.0,
         "faces": int(run["faces"]),
+        "landmarked": int(run["landmarked"]),
+        "unaligned": int(run["unaligned"]),
         "embeddings": int(run["embeddings"]),
         "drops": dict(run["drops"]),
         "dropped": sum(int(v) for v in run["drops"].values()),
@@ -327,7 +330,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['width']} px wide, {'real time' if report['realtime'] else 'unpaced'})",
         f"model      {report['embedder']}, detector {report['detector']}, {report['threads']} thread(s)",
         f"fps        {report['fps']:.1f} end to end ({report['wall_s']:.1f} s)",
-        f"faces      {report['faces']} detected, {report['embeddings']} embedded",
+        f"faces      {report['faces']} detected, FaceMesh on {report['landmarked']} "
+        f"({report['unaligned']} rejected), {report['embeddings']} embedded",
         f"decisions  {_decision_summary(report['decisions'])}",
         _liveness_line(report["liveness"]),
         f"dropped    {report['dropped']} {report['drops']}",

@@ -14,18 +14,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeface.config import DecisionConfig, LivenessConfig, PipelineConfig, SourceConfig, VisionConfig
+from edgeface.config import LivenessConfig, VisionConfig
 from edgeface.data import Decision
 from edgeface.liveness import motion
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.liveness.policy import build_policy
 from edgeface.matching.db import FaceDatabase
-from edgeface.pipeline.lookup import SnapshotLookup
-from edgeface.pipeline.settings import PipelineSettings
-from edgeface.pipeline.stages import Pipeline, PipelineParts
+from edgeface.pipeline.stages import PipelineParts
 from edgeface.sources import FolderSource, FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
-from tests.sinks import DecisionLog
+from tests.sinks import DecisionLog, offline_pipeline
 
 from .conftest import REPLAY_FPS
 
@@ -43,13 +41,6 @@ def run(
     liveness: LivenessConfig | None = None,
     passive: PassiveLiveness | None = None,
 ) -> list[Decision]:
-    decision = DecisionConfig(votes=3, embed_interval_s=0.1)
-    settings = PipelineSettings.of(
-        vision.embedder,
-        source=SourceConfig(realtime=False, loop=False),
-        decision=decision,
-        pipeline=PipelineConfig(queue_size=2),
-    )
     parts = PipelineParts(
         liveness=build_policy(
             liveness or LivenessConfig(mode="any", window_s=3.0), passive.threshold if passive else None
@@ -57,7 +48,7 @@ def run(
         passive=passive,
     )
     log = DecisionLog()
-    pipeline = Pipeline(source, vision, SnapshotLookup.over(database, decision.top_k), settings, log, parts)
+    pipeline = offline_pipeline(source, vision, database, log, parts)
     pipeline.start()
     try:
         assert pipeline.drained.wait(120), pipeline.metrics()

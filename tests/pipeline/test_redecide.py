@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from edgeface.config import DecisionConfig, PipelineConfig, SourceConfig, VisionConfig
+from edgeface.config import VisionConfig
 from edgeface.data import Decision
 from edgeface.matching.db import FaceDatabase
-from edgeface.pipeline.lookup import SnapshotLookup
 from edgeface.pipeline.presence import PresenceChange
-from edgeface.pipeline.settings import PipelineSettings
 from edgeface.pipeline.stages import Pipeline
 from edgeface.sources import FolderSource
 from edgeface.vision.analyzer import FaceAnalyzer
+from tests.sinks import offline_pipeline
 
 FPS = 10.0
 
@@ -59,15 +58,7 @@ def test_a_stranger_enrolled_while_at_the_door_is_recognised_on_the_same_track(
         def source_state(self, state: str, detail: str) -> None:
             """Nor the source's state."""
 
-    decision = DecisionConfig(votes=3, embed_interval_s=0.1)
-    settings = PipelineSettings.of(
-        vision.embedder,
-        source=SourceConfig(realtime=False, loop=False),
-        decision=decision,
-        pipeline=PipelineConfig(queue_size=2),
-    )
-    source = FolderSource(folder, hold_frames=40, fps=FPS)
-    pipeline = Pipeline(source, vision, SnapshotLookup.over(database, decision.top_k), settings, Door())
+    pipeline = offline_pipeline(FolderSource(folder, hold_frames=40, fps=FPS), vision, database, Door())
     box.append(pipeline)
     pipeline.start()
     try:

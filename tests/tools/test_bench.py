@@ -37,7 +37,7 @@ def test_bench_pipeline_end_to_end(
     assert report["dropped"] == 0  # an unpaced file replay is lossless
     assert report["gallery"] == {"biden": 1, "obama": 2}
     assert report["faces"] >= 10  # obama.jpg fills the first 10 frames
-    assert set(report["stages"]) == {*STAGES, "track", "decide"}
+    assert set(report["stages"]) == {*STAGES, "track", "decide", "spool"}
     assert report["stages"]["detect"]["n"] == 20
     assert report["stages"]["capture"]["n"] == 20
     assert report["stages"]["embed"]["n"] >= 1
