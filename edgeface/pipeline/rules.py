@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -66,7 +67,33 @@ def classify(match: Match, th: Thresholds) -> tuple[Status, Reason]:
     return "unknown", "below_threshold"
 
 
-def gate(quality: Quality, config: DecisionConfig) -> Reason | None:
+class GateLimits(Protocol):
+    """The quality gates' limits (``DecisionConfig`` or ``Gates``)."""
+
+    @property
+    def min_face_px(self) -> int: ...
+
+    @property
+    def min_sharpness(self) -> float: ...
+
+    @property
+    def max_yaw_deg(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """The quality gates' limits as plain values, for the embed stage."""
+
+    min_face_px: int
+    min_sharpness: float
+    max_yaw_deg: float
+
+    @classmethod
+    def of(cls, limits: GateLimits) -> Gates:
+        return cls(limits.min_face_px, limits.min_sharpness, limits.max_yaw_deg)
+
+
+def gate(quality: Quality, config: GateLimits) -> Reason | None:
     """Why a face may not be decided (too small, turned away, blurred), or None when it may."""
     if quality.face_px < config.min_face_px:
         return "too_small"

@@ -25,6 +25,7 @@ from edgeface.pipeline.decide import Decider
 from edgeface.pipeline.lookup import Lookup
 from edgeface.pipeline.outlets import Attributes, DecideStage, DecisionOutlet, SpoolStage
 from edgeface.pipeline.queues import DropQueue
+from edgeface.pipeline.rules import Gates
 from edgeface.pipeline.samples import SampleRing
 from edgeface.pipeline.settings import EventSink, PipelineSettings
 from edgeface.pipeline.stage import Detected, Embedded, Tracked, Unknown
@@ -114,7 +115,7 @@ class Pipeline:
             min_face_px=settings.decision.min_face_px,
         )
         self.embed = EmbedStage(
-            q["embed"], q["decide"], stop_ev, vision=vision, decision=settings.decision, passive=parts.passive
+            q["embed"], q["decide"], stop_ev, vision=vision, gates=Gates.of(settings.decision), passive=parts.passive
         )
         self.outlet = DecisionOutlet(sink)
         self.decide = DecideStage(

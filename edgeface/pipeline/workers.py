@@ -14,11 +14,10 @@ import threading
 import time
 from typing import Protocol
 
-from edgeface.config import DecisionConfig
 from edgeface.data import BBox, Face, ImageArray, Reason
 from edgeface.pipeline.capture import END, Captured, EndOfStream
 from edgeface.pipeline.queues import DropQueue, RollingStats
-from edgeface.pipeline.rules import gate
+from edgeface.pipeline.rules import Gates, gate
 from edgeface.pipeline.schedule import EmbedScheduler
 from edgeface.pipeline.stage import Detected, Embedded, Stage, Tracked
 from edgeface.pipeline.tracker import SceneCutDetector, Track, Tracker
@@ -132,13 +131,13 @@ class EmbedStage(Stage[Tracked]):
         stop: threading.Event,
         *,
         vision: Vision,
-        decision: DecisionConfig,
+        gates: Gates,
         passive: PassiveScorer | None = None,
     ) -> None:
         super().__init__("embed", inbox, stop)
         self.out = out
         self.vision = vision
-        self.decision = decision
+        self.gates = gates
         self.passive = passive
         self.embedded = 0
         self.passive_checks = 0
@@ -153,7 +152,7 @@ class EmbedStage(Stage[Tracked]):
         for track in item.claimed:
             assert track.face is not None  # the track stage gives every track its Face
             for aligned in self.vision.align(image, [track.face]):
-                reason = gate(aligned.quality, self.decision)
+                reason = gate(aligned.quality, self.gates)
                 if reason is not None:
                     rejected.append((track, reason))
                 else:
