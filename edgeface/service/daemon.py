@@ -163,7 +163,6 @@ class Daemon:
         source = self._start_source()
         self._start_models()
         self._start_database(stack)
-        self._start_liveness()
         self._start_still()
         address = start_broker(s.mqtt, stack)
         self._start_link(stack, address)
@@ -197,7 +196,8 @@ class Daemon:
         """Load the models, or keep the previous run's while the model settings are the same (``service.models``)."""
         self._loaded = self._models.get(self.settings)
         self.analyzer = self._loaded.analyzer
-        self._enroll_analyzer = self._loaded.enroll_analyzer
+        self.still_analyzer = self._loaded.enroll_analyzer  # enrollment's and the still-image verbs': one thread
+        self.passive = self._loaded.passive
 
     def _start_database(self, stack: contextlib.ExitStack) -> None:
         s = self.settings
@@ -214,17 +214,12 @@ class Daemon:
             s.spool_dir, s.unknowns, match_threshold, embedder.model_id, keep_snapshots=s.unknowns.snapshots
         )
         stack.callback(self.spool.flush)
-        self.still_analyzer = self._enroll_analyzer  # also the still-image verbs': same command thread
         gate = EnrollmentGate.from_config(s.database)
-        self.enroller = Enroller(self.db, self._enroll_analyzer, gate, duplicate_threshold=match_threshold)
-
-    def _start_liveness(self) -> None:
-        """Passive liveness models: one for the pipeline, one for still images (the ``liveness`` verb)."""
-        self.passive = self._loaded.passive
-        self.still_liveness = StillLiveness(self.still_analyzer.locate, self._loaded.still_passive)
+        self.enroller = Enroller(self.db, self.still_analyzer, gate, duplicate_threshold=match_threshold)
 
     def _start_still(self) -> None:
-        """The still-image verbs, on the command worker's analyzer and passive model (same thread)."""
+        """The still-image verbs and the ``liveness`` verb, on the command worker's analyzer (same thread)."""
+        self.still_liveness = StillLiveness(self.still_analyzer.locate, self._loaded.still_passive)
         self.still = StillImages.from_config(
             self.settings,
             self.still_analyzer,
