@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from edgeface.config import Settings, load_settings
 from edgeface.errors import CommandError
 from edgeface.matching.bulk import NO_CHIP, import_folder, rebuild
-from edgeface.matching.db import FaceDatabase, PersonRecord
+from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate, enrollment_vision
+from edgeface.matching.records import PersonRecord
 from edgeface.tools.progress import Progress
 from edgeface.vision.manifest import load_manifest
 

@@ -11,41 +11,31 @@ One thread (``fleet:<device>``) owns all replication state; it wakes when
 * the connection came, went, or caught up (``FleetClient``).
 
 Dirty persons are published (retained, QoS 1) once the device has caught up, so a restarted device
-first learns what the fleet did meanwhile. A record is verified, decoded and resolved by merge.py,
-then stored through ``FaceDatabase.apply_remote`` (atomic, locked, backed up like every save).
+first learns what the fleet did meanwhile. Records of other devices are stored by apply.py; what the
+thread knows between steps is its ``Ledger``, what ``fleet status`` shows is its ``FleetStatus``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeface.errors import EdgefaceError
+from edgeface.fleet.apply import RecordApplier
 from edgeface.fleet.client import FleetClient
-from edgeface.fleet.local import Spans, local_state, note_changes, resolve_names, row_spans
+from edgeface.fleet.ledger import TOMBSTONE_DIGEST, Ledger
+from edgeface.fleet.local import local_state, note_changes, row_spans
 from edgeface.fleet.mailbox import Mailbox
-from edgeface.fleet.merge import resolve_person, resolve_tombstone
-from edgeface.fleet.records import (
-    FleetKey,
-    PersonState,
-    RecordRefusedError,
-    Tombstone,
-    decode,
-    digest,
-    encode_person,
-    encode_tombstone,
-)
+from edgeface.fleet.records import FleetKey, Tombstone, encode_person, encode_tombstone
 from edgeface.fleet.state import FleetState
+from edgeface.fleet.status import FleetStatus
 from edgeface.matching import store
 from edgeface.matching.db import FaceDatabase
-from edgeface.matching.records import PersonRecord, now_iso, parse_time
+from edgeface.matching.records import now_iso, parse_time
 from edgeface.mqtt.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,7 +52,6 @@ EXPIRE_EVERY_S = 60.0
 # of a larger retained burst. Warn, and ask again (the records lost stay lost until the next connect).
 SYNC_WARN_S = 30.0
 _IDLE_S = 1.0
-_TOMBSTONE_DIGEST = "tombstone"
 
 
 class Replicator:
@@ -82,7 +71,6 @@ class Replicator:
     ) -> None:
         """``on_applied`` runs on our thread after other devices' records were stored."""
         self._db = db
-        self._on_applied = on_applied
         self._key = key
         self._topics = topics
         self.fleet_id = fleet_id
@@ -94,23 +82,23 @@ class Replicator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.mailbox = Mailbox()  # what other threads hand to ours
+        self._status = FleetStatus()  # what ``status`` reads from other threads
         # Ours alone.
         self._baseline = db.contents()
-        self._seen: dict[str, bytes] = {}  # person id -> hash of the last payload handled
-        self._broker: dict[str, str] = {}  # person id -> digest of the version the broker holds
-        self._dirty: set[str] = set()
-        self._in_flight: dict[int, tuple[str, str]] = {}
-        self._applied: dict[str, str] = {}  # person id -> digest we stored (not a local change)
-        self._applied_deletes: set[str] = set()
-        self._digests: dict[str, tuple[PersonRecord, str]] = {}
+        self._ledger = Ledger()
+        self._applier = RecordApplier(
+            db,
+            key,
+            fleet_id,
+            self.device_id,
+            state=self._state,
+            ledger=self._ledger,
+            status=self._status,
+            on_applied=on_applied,
+        )
         self._synced = False
         self._catching_up = False  # the marker arrived; records before it may still be in the inbox
         self._next_expiry = 0.0
-        # Read by ``status`` under ``_lock``.
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._summary: dict[str, Any] = {"in_sync": 0, "pending": 0, "tombstones": 0}
-        self._last_applied: dict[str, Any] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -120,7 +108,7 @@ class Replicator:
         for person_id in sorted(self._state.known - people):
             # Deleted while no replicator was running (e.g. ``edgeface db delete`` with the daemon stopped).
             self._state.tombstones[person_id] = Tombstone(person_id, now_iso(), self.device_id)
-            self._dirty.add(person_id)
+            self._ledger.dirty.add(person_id)
         self._state.known = people
         self._db.add_listener(self.mailbox.contents_changed)
         self._client = client
@@ -145,30 +133,13 @@ class Replicator:
     def status(self) -> dict[str, Any]:
         """The ``fleet status`` document."""
         client = self._client
-        with self._lock:
-            counts = dict(self._counts)
-            summary = dict(self._summary)
-            last = None if self._last_applied is None else dict(self._last_applied)
-        return {
-            "enabled": True,
-            "fleet_id": self.fleet_id,
-            "device": self.device_id,
-            "key_id": self._key.key_id,
-            "connected": client is not None and client.connected,
-            "synced": summary.pop("synced", False),
-            "persons": self._db.snapshot().persons,
-            **summary,
-            "published": counts.get("published", 0),
-            "applied": counts.get("applied", 0),
-            "deleted": counts.get("deleted", 0),
-            "refused": counts.get("refused", 0),
-            "invalid": counts.get("invalid", 0),
-            "other_model": counts.get("other_model", 0),
-            "too_large": counts.get("too_large", 0),
-            "failed": counts.get("failed", 0),
-            "sync_retries": counts.get("sync_retries", 0),
-            "last_applied": last,
-        }
+        return self._status.document(
+            fleet_id=self.fleet_id,
+            device=self.device_id,
+            key_id=self._key.key_id,
+            connected=client is not None and client.connected,
+            persons=self._db.snapshot().persons,
+        )
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -189,13 +160,11 @@ class Replicator:
     def _step(self) -> None:
         events = self.mailbox.take_events()
         for mid in events.acked:
-            if (sent := self._in_flight.pop(mid, None)) is not None:
-                self._broker[sent[0]] = sent[1]
-                self._count("published")
+            if self._ledger.acknowledged(mid):
+                self._status.count("published")
         if events.disconnected:
             self._synced = self._catching_up = False
-            self._dirty.update(person_id for person_id, _ in self._in_flight.values())
-            self._in_flight.clear()
+            self._ledger.disconnected()
         self._catching_up |= events.synced
         changed = self._note_local_changes(events.latest)
         changed |= self._apply_inbox()
@@ -218,12 +187,12 @@ class Replicator:
             return
         self.mailbox.restart_timer()
         if self._client is not None:
-            self._count("sync_retries")
+            self._status.count("sync_retries")
             _LOGGER.warning(
                 "fleet %s: not caught up %gs after connecting (%d records so far); the broker may drop retained "
                 "records beyond its per-client queue (Mosquitto: raise max_queued_messages above the number of "
                 "persons); asking again",
-                self.fleet_id, SYNC_WARN_S, len(self._seen),
+                self.fleet_id, SYNC_WARN_S, len(self._ledger.seen),
             )  # fmt: skip
             self._client.resend_marker()
 
@@ -231,17 +200,11 @@ class Replicator:
         """Every retained record is in: publish what the broker lacks or holds in an older version."""
         self._synced = True
         self._next_expiry = 0.0
-        for person in self._db.contents().people:
-            if self._broker.get(person.id) != self._digest(person):
-                self._dirty.add(person.id)
-        for person_id in self._state.tombstones:
-            if self._broker.get(person_id) != _TOMBSTONE_DIGEST:
-                self._dirty.add(person_id)
+        self._ledger.mark_behind(self._db.contents().people, self._state.tombstones)
         _LOGGER.info(
-            "fleet %s: caught up; %d persons, %d to publish", self.fleet_id, len(self._broker), len(self._dirty)
-        )
-
-    # --- local changes ------------------------------------------------------------------------
+            "fleet %s: caught up; %d persons, %d to publish",
+            self.fleet_id, len(self._ledger.broker), len(self._ledger.dirty),
+        )  # fmt: skip
 
     def _note_local_changes(self, latest: store.Contents | None = None) -> bool:
         """Diff the database (``latest``, else what the mailbox holds) against the last contents
@@ -250,140 +213,53 @@ class Replicator:
             latest = self.mailbox.take_latest()
         if latest is None:
             return False
-        self._dirty |= note_changes(
+        self._ledger.dirty |= note_changes(
             self._baseline,
             latest,
             state=self._state,
             device_id=self.device_id,
-            applied=self._applied,
-            applied_deletes=self._applied_deletes,
-            digest_of=self._digest,
+            applied=self._ledger.applied,
+            applied_deletes=self._ledger.applied_deletes,
+            digest_of=self._ledger.digest,
         )
         self._baseline = latest
         return True
-
-    def _local(self, contents: store.Contents, rows: Spans, person_id: str) -> PersonState | None:
-        return local_state(contents, rows, person_id, self._state, self.device_id)
-
-    def _digest(self, person: PersonRecord) -> str:
-        hit = self._digests.get(person.id)
-        if hit is None or hit[0] is not person:
-            hit = self._digests[person.id] = (person, digest(person))
-        return hit[1]
-
-    # --- remote records -----------------------------------------------------------------------
 
     def _apply_inbox(self) -> bool:
         taken = self.mailbox.take_records(APPLY_BATCH)
         if not taken:
             return False
         self._note_local_changes()  # so that a local edit is never mistaken for our own apply
-        contents = self._db.contents()
-        rows = row_spans(contents)
-        upserts: dict[str, PersonState] = {}
-        deletes: list[str] = []
-        for person_id, payload in taken.items():
-            fingerprint = hashlib.blake2b(payload, digest_size=16).digest()
-            if self._seen.get(person_id) == fingerprint:
-                continue  # the same record again (a reconnect's catch-up): already handled
-            self._seen[person_id] = fingerprint
-            if not payload:
-                self._broker.pop(person_id, None)  # cleared (an expired tombstone)
-                continue
-            try:
-                record = decode(
-                    payload,
-                    key=self._key,
-                    fleet_id=self.fleet_id,
-                    person_id=person_id,
-                    model_id=self._db.model_id,
-                    dim=self._db.dim,
-                )
-            except RecordRefusedError as exc:
-                self._count(exc.reason)
-                _LOGGER.warning("fleet %s: record of person %s %s: %s", self.fleet_id, person_id, exc.reason, exc)
-                continue
-            body = record.body
-            self._broker[person_id] = _TOMBSTONE_DIGEST if isinstance(body, Tombstone) else digest(body.person)
-            if record.publisher == self.device_id:
-                continue  # our own record: it tells what the broker holds, nothing to apply
-            local = self._local(contents, rows, person_id)
-            tomb = self._state.tombstones.get(person_id)
-            if isinstance(body, Tombstone):
-                res = resolve_tombstone(local, tomb, body)
-            else:
-                res = resolve_person(local, tomb, body)
-            if res.store is not None:
-                upserts[person_id] = res.store
-            if res.delete:
-                deletes.append(person_id)
-            if res.tombstone is not None:
-                self._state.tombstones[person_id] = res.tombstone
-            if res.publish:
-                self._dirty.add(person_id)
-        if upserts or deletes:
-            self._store(contents, upserts, deletes)
+        self._applier.apply(taken)
         return True
-
-    def _store(self, contents: store.Contents, upserts: dict[str, PersonState], deletes: list[str]) -> None:
-        renamed = resolve_names(contents, upserts, deletes, self.device_id)
-        try:
-            self._db.apply_remote([(s.person, s.vectors) for s in upserts.values()], deletes)
-        except EdgefaceError as exc:
-            self._count("failed", len(upserts) + len(deletes))
-            _LOGGER.warning("fleet %s: could not store %d records: %s", self.fleet_id, len(upserts) + len(deletes), exc)
-            for person_id in (*upserts, *deletes):
-                self._seen.pop(person_id, None)  # tried again at the next catch-up
-            return
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for person_id, state in upserts.items():
-            self._applied[person_id] = digest(state.person)
-            self._state.origins[person_id] = state.origin
-            self._state.removed[person_id] = set(state.removed)
-            self._state.tombstones.pop(person_id, None)
-            self._last_applied = {
-                "person_id": person_id, "name": state.person.name, "change": "update", "origin": state.origin, "at": now
-            }  # fmt: skip
-        self._dirty.update(renamed)
-        for person_id in deletes:
-            tomb = self._state.tombstones[person_id]
-            self._last_applied = {
-                "person_id": person_id, "name": None, "change": "delete", "origin": tomb.origin, "at": now
-            }  # fmt: skip
-            self._applied_deletes.add(person_id)
-            self._state.origins.pop(person_id, None)
-            self._state.removed.pop(person_id, None)
-        self._count("applied", len(upserts))
-        self._count("deleted", len(deletes))
-        _LOGGER.info("fleet %s: applied %d records, %d deletions", self.fleet_id, len(upserts), len(deletes))
-        self._on_applied()
 
     # --- publishing ---------------------------------------------------------------------------
 
     def _publish_dirty(self) -> None:
-        if not self._dirty or self._client is None:
+        ledger = self._ledger
+        if not ledger.dirty or self._client is None:
             return
         contents = self._db.contents()
         rows = row_spans(contents)
-        for person_id in sorted(self._dirty):
-            if len(self._in_flight) >= MAX_IN_FLIGHT:
+        for person_id in sorted(ledger.dirty):
+            if len(ledger.in_flight) >= MAX_IN_FLIGHT:
                 return  # acknowledgements wake us for the rest
-            local = self._local(contents, rows, person_id)
+            local = local_state(contents, rows, person_id, self._state, self.device_id)
             tomb = self._state.tombstones.get(person_id)
             if local is not None:
                 payload = encode_person(
                     local, fleet_id=self.fleet_id, publisher=self.device_id, model_id=self._db.model_id, key=self._key
                 )
-                sent = self._digest(local.person)
+                sent = ledger.digest(local.person)
             elif tomb is not None:
                 payload = encode_tombstone(tomb, fleet_id=self.fleet_id, publisher=self.device_id, key=self._key)
-                sent = _TOMBSTONE_DIGEST
+                sent = TOMBSTONE_DIGEST
             else:
-                self._dirty.discard(person_id)
+                ledger.dirty.discard(person_id)
                 continue
             if len(payload) > self._max_record_bytes:
-                self._count("too_large")
-                self._dirty.discard(person_id)
+                self._status.count("too_large")
+                ledger.dirty.discard(person_id)
                 _LOGGER.warning(
                     "fleet: record of person %s is %d bytes, over fleet.max_record_bytes %d; not published",
                     person_id, len(payload), self._max_record_bytes,
@@ -392,9 +268,9 @@ class Replicator:
             mid = self._client.publish(self._topics.fleet_person(self.fleet_id, person_id), payload)
             if mid is None:
                 return  # not connected: stays dirty
-            self._in_flight[mid] = (person_id, sent)
-            self._seen.pop(person_id, None)
-            self._dirty.discard(person_id)
+            ledger.in_flight[mid] = (person_id, sent)
+            ledger.seen.pop(person_id, None)
+            ledger.dirty.discard(person_id)
 
     def _expire_tombstones(self) -> bool:
         if self._client is None:
@@ -407,24 +283,16 @@ class Replicator:
             if self._client.publish(self._topics.fleet_person(self.fleet_id, tomb.person_id), b"") is None:
                 return bool(expired)
             self._state.forget(tomb.person_id)
-            self._broker.pop(tomb.person_id, None)
-            self._dirty.discard(tomb.person_id)
+            self._ledger.cleared(tomb.person_id)
         if expired:
             _LOGGER.info("fleet %s: cleared %d tombstones older than the horizon", self.fleet_id, len(expired))
         return bool(expired)
 
-    def _count(self, what: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[what] += n
-
     def _summarise(self) -> None:
-        people = self._db.contents().people
-        in_sync = sum(1 for p in people if self._broker.get(p.id) == self._digest(p))
-        waiting = self.mailbox.waiting()
-        with self._lock:
-            self._summary = {
-                "synced": self._synced,
-                "in_sync": in_sync,
-                "pending": len(self._dirty) + len(self._in_flight) + waiting,
-                "tombstones": len(self._state.tombstones),
-            }
+        ledger = self._ledger
+        self._status.summarise(
+            synced=self._synced,
+            in_sync=ledger.in_sync(self._db.contents().people),
+            pending=len(ledger.dirty) + len(ledger.in_flight) + self.mailbox.waiting(),
+            tombstones=len(self._state.tombstones),
+        )

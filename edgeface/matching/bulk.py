@@ -13,9 +13,9 @@ import numpy as np
 from edgeface.data import FloatArray, Quality
 from edgeface.errors import CommandError, DatabaseError, ErrorCode
 from edgeface.matching import store
-from edgeface.matching.db import FaceDatabase, PersonRecord
+from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Accepted, Analyzer, Enroller
-from edgeface.matching.records import SampleRecord
+from edgeface.matching.records import PersonRecord, SampleRecord
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # A stored chip is the face cropped tight by the old model's alignment; the detector needs context

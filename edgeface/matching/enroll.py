@@ -21,9 +21,9 @@ import numpy as np
 from edgeface.config import DatabaseConfig, VisionConfig
 from edgeface.data import Embedding, FloatArray, ImageArray, Quality
 from edgeface.errors import CommandError, DatabaseError, ImageError
-from edgeface.matching.db import FaceDatabase, PersonRecord
+from edgeface.matching.db import FaceDatabase
 from edgeface.matching.matcher import match
-from edgeface.matching.records import SampleSource, name_key, unit_rows
+from edgeface.matching.records import PersonRecord, SampleSource, name_key, unit_rows
 from edgeface.vision.imageio import ImageTooLargeError, decode_image, ensure_bgr
 
 # A face this similar to one of the target person's own samples is the same photo again. Measured

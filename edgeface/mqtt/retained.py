@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 from edgeface.data import Decision
 from edgeface.mqtt import events
-from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryMessage
+from edgeface.mqtt.discovery import DiscoveryBuilder
+from edgeface.mqtt.ha_config import DiscoveryMessage
 from edgeface.mqtt.link import MessageCallback
 
 _LOGGER = logging.getLogger(__name__)

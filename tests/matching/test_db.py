@@ -22,7 +22,8 @@ import pytest
 from edgeface.data import Quality
 from edgeface.errors import CommandError, DatabaseError
 from edgeface.matching import store
-from edgeface.matching.db import FaceDatabase, ModelMismatchError
+from edgeface.matching.db import FaceDatabase
+from edgeface.matching.dbfile import ModelMismatchError
 from edgeface.matching.matcher import match
 
 DIM = 16

@@ -14,7 +14,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edgeface.data import BBox, Candidate, Decision, LivenessResult
-from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryMessage, DiscoveryOptions, object_id
+from edgeface.mqtt.discovery import DiscoveryBuilder, DiscoveryOptions
 from edgeface.mqtt.events import (
     iso_time,
     person_document,
@@ -23,6 +23,7 @@ from edgeface.mqtt.events import (
     state_document,
     unknown_event,
 )
+from edgeface.mqtt.ha_config import DiscoveryMessage, object_id
 from edgeface.mqtt.link import LinkStats
 from edgeface.mqtt.topics import Topics
 from tests.mqtt.ha_schema import validate
@@ -36,6 +37,17 @@ ALL_OPTIONS = [
     DiscoveryOptions(controls=True),
     DiscoveryOptions(snapshots=True, controls=True, stranger_off_delay_s=12.0),
 ]
+# The diagnostic sensors every device has (with controls, ``sensor/control_result`` joins them).
+DIAGNOSTICS = {
+    "sensor/fps",
+    "sensor/source_state",
+    "sensor/persons",
+    "sensor/queued",
+    "sensor/dropped_events",
+    "sensor/dropped_frames",
+    "sensor/last_error",
+    "binary_sensor/db_fallback",
+}
 
 
 def _builder(options: DiscoveryOptions | None = None) -> DiscoveryBuilder:
@@ -119,14 +131,7 @@ def test_which_entities_exist() -> None:
         "device_automation/denied",
         "device_automation/unknown",
         "device_automation/uncertain",
-        "sensor/fps",
-        "sensor/source_state",
-        "sensor/persons",
-        "sensor/queued",
-        "sensor/dropped_events",
-        "sensor/dropped_frames",
-        "sensor/last_error",
-        "binary_sensor/db_fallback",
+        *DIAGNOSTICS,
         "binary_sensor/presence_p1",
         "sensor/last_seen_p1",
         "sensor/confidence_p1",
@@ -142,17 +147,7 @@ def test_which_entities_exist() -> None:
         assert everything[f"button/{button}"]["command_topic"] == TOPICS.control(button)
     assert everything["binary_sensor/stranger_present"]["off_delay"] == 12
     diagnostic = {k for k, v in everything.items() if v.get("entity_category") == "diagnostic"}
-    assert diagnostic == {
-        "sensor/fps",
-        "sensor/source_state",
-        "sensor/persons",
-        "sensor/queued",
-        "sensor/dropped_events",
-        "sensor/dropped_frames",
-        "sensor/last_error",
-        "binary_sensor/db_fallback",
-        "sensor/control_result",
-    }
+    assert diagnostic == {*DIAGNOSTICS, "sensor/control_result"}
 
 
 def test_person_entities_keep_their_ids_across_a_rename() -> None:
