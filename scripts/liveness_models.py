@@ -58,12 +58,15 @@ SOURCES = (
 )
 # Source labels: class 1 is a live face, classes 0 and 2 the two spoof classes of the training set.
 CLASSES = ("spoof", "live", "spoof")
-# Fused live probability (mean of both models' class-1 probabilities) from which a face is live. Chosen on
-# bona fide captures only (docs/liveness.md): at 0.5 the faces of both clips' frames (full-range detector, 537
-# faces) are rejected 0.19 % of the time and the dev/ photos' 5.3 % (4 of 76); at 0.6 the street clip's
-# rejection jumps to 11 %. LFW View 1's 250 px crops are rejected 21.8 % at 0.5 and still 10 % at 0.1, so they
-# do not move the choice (reported, not tuned for). Evaluation data never enters the build; this number does.
-DEFAULT_THRESHOLD = 0.5
+# Fused live probability (mean of both models' class-1 probabilities) from which a face is live, chosen on
+# bona fide photos only (docs/liveness.md): the highest value on a 0.05 grid at which dev/ and LFW View 1
+# without alignment fill, pooled, stay at or under 4.5 % rejected -- the 5 % target less a margin, since a
+# value tuned to exactly 5 % exceeds it on photos it was not tuned on (0.35: dev 3.9 %, View 1 4.4 %; 0.4
+# is at 4.97 %). LFW photos whose corners the dataset's alignment filled with black look like a picture held
+# up in a dark frame and are rejected 29 % even so: reported, not tuned for, since only a threshold near
+# 0.013 brings all of View 1 under 5 %, where 16 % of the synthetic attacks pass. The attacks did not choose
+# the value (at it 97.9 % of them are rejected); View 2 never enters the build.
+DEFAULT_THRESHOLD = 0.35
 # Crops per face: calibration and check sets from different seeds, so the check is on crops the int8
 # calibration never saw.
 CALIBRATION_PER_FACE, CALIBRATION_SEED = 24, 20251201

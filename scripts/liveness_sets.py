@@ -2,6 +2,10 @@
 
     python scripts/liveness_sets.py bona-fide OUT [--data ../shared/data]
         real/: links to every photo of dev/ and of lfw/view1_*.csv, and every frame of both clips (PNG).
+    python scripts/liveness_sets.py photos OUT [--data ../shared/data]
+        three sets of bona fide photos, each OUT/<set>/real/: dev, lfw-clean and lfw-filled -- LFW View 1
+        split by the black fill its alignment left (see ``alignment_fill``), which the passive model reads
+        as the dark surround of a replayed picture.
     python scripts/liveness_sets.py attacks OUT [--data ../shared/data] [--seed 1]
         fake/: synthetic print and screen attacks made from the dev/ photos and 200 LFW View 1 photos --
         stills, and moving ones (videos) -- plus real/: the photos they were made from, as stills.
@@ -40,6 +44,11 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FRAME = (640, 480)  # (w, h) of a synthetic capture
 LFW_ATTACK_SOURCES = 200
+# LFW's deep-funnelled images were rotated and warped to align the faces, and the corners the source
+# photo no longer covers were filled with black: a tilted picture framed by a dark wedge, which is how a
+# print or a phone held up to a camera looks. A photo whose outer 4 px ring is more than half near-black
+# (< 8 of 255) is "filled"; no camera frame is, so BPCER is reported on both halves of View 1.
+FILL_RING_PX, FILL_DARK, FILL_FRACTION = 4, 8, 0.5
 MOVING_SECONDS, MOVING_FPS = 3.0, 15
 
 
@@ -82,6 +91,28 @@ def bona_fide(data: Path, out: Path) -> None:
             index += 1
         capture.release()
         print(f"{clip.name}: {index} frames")
+
+
+def alignment_fill(image: Array) -> float:
+    """The fraction of the image's outer ring that is near-black (LFW's alignment fill)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    r = FILL_RING_PX
+    ring = np.concatenate((gray[:r].ravel(), gray[-r:].ravel(), gray[r:-r, :r].ravel(), gray[r:-r, -r:].ravel()))
+    return float((ring < FILL_DARK).mean())
+
+
+def photos(data: Path, out: Path) -> None:
+    for photo in dev_photos(data):
+        _link(photo, out / "dev" / "real" / photo.relative_to(data / "dev"))
+    counts = {"lfw-clean": 0, "lfw-filled": 0}
+    for photo in lfw_view1(data):
+        image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        name = "lfw-filled" if alignment_fill(image) > FILL_FRACTION else "lfw-clean"
+        counts[name] += 1
+        _link(photo, out / name / "real" / photo.relative_to(data / "lfw" / "images"))
+    print(", ".join(f"{name}: {n} photos" for name, n in counts.items()))
 
 
 # --- synthesis -----------------------------------------------------------------------------------
@@ -275,13 +306,15 @@ def attacks(data: Path, out: Path, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["bona-fide", "attacks"])
+    parser.add_argument("what", choices=["bona-fide", "photos", "attacks"])
     parser.add_argument("out", type=Path)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if args.what == "bona-fide":
         bona_fide(args.data, args.out)
+    elif args.what == "photos":
+        photos(args.data, args.out)
     else:
         attacks(args.data, args.out, args.seed)
     return 0
