@@ -73,8 +73,8 @@ def _pipeline_models(manifest: Manifest, model_id: str) -> list[object]:
         m.sha256 for m in manifest.models if isinstance(m, ModelSpec) and (m.role != "embedder" or m.id in ids)
     ]
     if not isinstance(spec, FusedSpec):
-        return files
-    # The threshold and the prose do not change a vector: recalibrating keeps the cache.
+        return [*files, {"flip": spec.flip}]  # the mirror changes the vector, not the file
+    # The threshold and the prose do not change a vector (components' flips do): recalibrating keeps the cache.
     return [*files, spec.model_dump(exclude={"default_threshold", "notes", "build"})]
 
 

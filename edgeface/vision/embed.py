@@ -27,7 +27,8 @@ MIN_NORM = 1e-6
 class Embedder:
     """One embedding model from the manifest, ready to describe chips of ``chip_size``²."""
 
-    def __init__(self, models_dir: Path, model_id: str, threads: int = 1) -> None:
+    def __init__(self, models_dir: Path, model_id: str, threads: int = 1, *, flip: bool | None = None) -> None:
+        """``flip`` None takes the manifest entry's ``flip``; a fused entry passes its component's choice."""
         spec: ModelSpec = load_manifest(models_dir).get(model_id)
         if spec.role != "embedder" or spec.alignment is None or spec.output is None or spec.default_threshold is None:
             raise ModelError(f"model {model_id!r} in {models_dir} is a {spec.role}, not an embedder")
@@ -51,6 +52,7 @@ class Embedder:
         self._mean = np.asarray(spec.input.mean, dtype=np.float32)[: spec.input.channels]
         self._scale = np.float32(spec.input.scale)
         self._quant = self._model.input_quant
+        self._flip = spec.flip if flip is None else flip
         if self._model.batch != 1:
             raise ModelError(f"model file {path} ({model_id}): input batch {self._model.batch}, expected 1")
 
@@ -62,6 +64,11 @@ class Embedder:
     def dim(self) -> int:
         assert self._spec.output is not None
         return self._spec.output.size
+
+    @property
+    def flip(self) -> bool:
+        """Whether each chip is described together with its mirror image (the vectors summed)."""
+        return self._flip
 
     @property
     def default_threshold(self) -> float:
@@ -129,13 +136,25 @@ class Embedder:
         if len(chips) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         x = self._prepare(chips)
+        if self._flip:
+            # The mirror of the prepared tensor is the prepared mirror chip (per-pixel maps commute
+            # with a flip): one more interpreter call per chip.
+            x = np.concatenate([x, x[:, :, ::-1]], axis=0)
         detail = self._model.output_details[0]
         parts = [self._model.dequantize(self._model.run(x[i : i + 1])[0], detail) for i in range(len(x))]
         vectors = np.concatenate(parts, axis=0).reshape(len(x), self.dim)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if (norms < MIN_NORM).any():
             raise ModelError(f"model {self.model_id} ({self._path}) returned an all-zero descriptor")
-        return np.asarray(vectors / norms, dtype=np.float32)
+        units = vectors / norms
+        if self._flip:
+            # Each view's unit vector counts alike; a face and its mirror never give opposite vectors.
+            units = units[: len(chips)] + units[len(chips) :]
+            sums = np.linalg.norm(units, axis=1, keepdims=True)
+            if (sums < MIN_NORM).any():
+                raise ModelError(f"model {self.model_id} ({self._path}) described a chip and its mirror as opposites")
+            units /= sums
+        return np.asarray(units, dtype=np.float32)
 
     def close(self) -> None:
         """Nothing to release: the interpreter is freed with the object."""

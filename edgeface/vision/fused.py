@@ -38,7 +38,7 @@ class FusedEmbedder:
                     f"{component.id!r}, which {what}; rebuild models/ with scripts/build_models.py "
                     f"(it writes every component) or set vision.embedder to a single model"
                 )
-            embedder = Embedder(models_dir, component.id, threads)
+            embedder = Embedder(models_dir, component.id, threads, flip=component.flip)
             self._parts.append((embedder, component.weight, np.asarray(component.transform, dtype=np.float64)))
         dims = sum(e.dim for e, _, _ in self._parts)
         if dims != spec.output.size:
@@ -55,6 +55,11 @@ class FusedEmbedder:
     @property
     def dim(self) -> int:
         return self._spec.output.size
+
+    @property
+    def flip(self) -> bool:
+        """Whether any component describes each chip together with its mirror image."""
+        return any(embedder.flip for embedder, _, _ in self._parts)
 
     @property
     def default_threshold(self) -> float:

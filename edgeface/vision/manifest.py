@@ -89,6 +89,9 @@ class ModelSpec(_Entry):
     # match needs; calibrated with the threshold (``edgeface eval --calibrate``). Unset: generic defaults.
     uncertain_band: float | None = Field(None, ge=0, le=2)
     margin: float | None = Field(None, ge=0, le=2)
+    # Embedders: describe the chip and its mirror image and use the normalised sum of the two vectors
+    # (test-time flip augmentation; twice the interpreter work per face, chosen on LFW View 1).
+    flip: bool = False
     quantization: str | None = None
     licence: str
     source: SourceSpec | None = None
@@ -111,6 +114,8 @@ class ModelSpec(_Entry):
             raise ValueError(f"liveness model {self.id} has no 'live' class")
         if self.role == "attributes" and not self.classes:
             raise ValueError(f"attributes model {self.id} needs its classes")
+        if self.flip and self.role != "embedder":
+            raise ValueError(f"model {self.id}: flip applies to embedders only, this is a {self.role}")
         return self
 
     @cached_property
@@ -128,6 +133,9 @@ class ComponentSpec(_Entry):
     weight: float = Field(gt=0, le=1)
     # 2x3 similarity from fused-chip pixels to this component's chip pixels (its own alignment size).
     transform: tuple[tuple[float, float, float], tuple[float, float, float]]
+    # Flip augmentation of this component inside the fusion (as ModelSpec.flip). It is the fused
+    # entry's own choice: the component's entry's ``flip`` applies only when that model is used alone.
+    flip: bool = False
 
 
 class FusedSpec(_Entry):

@@ -40,7 +40,7 @@ def check(models_dir: Path) -> dict[str, np.ndarray]:
 def test_tflite_reproduces_onnxruntime_on_real_chips(
     models_dir: Path, check: dict[str, np.ndarray], model_id: str, limit: float
 ) -> None:
-    embedder = Embedder(models_dir, model_id)
+    embedder = Embedder(models_dir, model_id, flip=False)  # onnxruntime's features are of the chips alone
     chips_bgr = [np.ascontiguousarray(c[..., ::-1]) for c in check["chips_rgb"]]
     ours = embedder.embed(chips_bgr)
     cos = np.sum(ours * _unit(check["features"]), axis=1)
@@ -82,7 +82,7 @@ def test_fused_vector_is_the_weighted_concatenation(models_dir: Path, face_image
     cosines = []
     start = 0
     for component, part in zip(spec.components, parts, strict=True):
-        own = Embedder(models_dir, component.id).embed(part)
+        own = Embedder(models_dir, component.id, flip=component.flip).embed(part)
         np.testing.assert_allclose(vectors[:, start : start + own.shape[1]], component.weight * own, atol=2e-5)
         start += own.shape[1]
         cosines.append(own @ own.T)
