@@ -33,6 +33,9 @@ class DoorCalibration:
     unknown: float  # threshold at all-pairs FAR 1e-2
     band_share: str  # % of same-person pairs inside the band, as printed
     margin: float
+    # Flip augmentation (manifest ``flip``), chosen on View 1 before the calibration, which measures the
+    # vectors it gives. None for a fused entry: its components carry their own (sface_build.FUSED_FLIP).
+    flip: bool | None = None
 
     @property
     def band(self) -> float:
@@ -51,18 +54,19 @@ class DoorCalibration:
             "threshold_source": source,
             "uncertain_band": self.band,
             "margin": self.margin,
+            **({} if self.flip is None else {"flip": self.flip}),
         }
 
 
 DOOR: dict[str, DoorCalibration] = {
-    "dlib_resnet_v1_int8": DoorCalibration(0.924, "9.35e-04", "0.9348", 0.907, "4.44", 0.008),
-    "dlib_resnet_v1_float32": DoorCalibration(0.927, "8.79e-04", "0.9212", 0.908, "5.63", 0.009),
-    "sface_2021dec_int8": DoorCalibration(0.366, "9.82e-04", "0.9825", 0.300, "0.30", 0.104),
-    "sface_2021dec_float32": DoorCalibration(0.363, "9.86e-04", "0.9828", 0.296, "0.26", 0.103),
-    "fused_dlib_sface_int8": DoorCalibration(0.749, "9.41e-04", "0.9841", 0.718, "0.23", 0.036),
+    "dlib_resnet_v1_int8": DoorCalibration(0.927, "9.17e-04", "0.9451", 0.910, "3.64", 0.010, flip=True),
+    "dlib_resnet_v1_float32": DoorCalibration(0.927, "8.79e-04", "0.9212", 0.908, "5.63", 0.009, flip=False),
+    "sface_2021dec_int8": DoorCalibration(0.368, "9.62e-04", "0.9825", 0.301, "0.36", 0.113, flip=True),
+    "sface_2021dec_float32": DoorCalibration(0.363, "9.86e-04", "0.9828", 0.296, "0.26", 0.103, flip=False),
+    "fused_dlib_sface_int8": DoorCalibration(0.751, "9.85e-04", "0.9848", 0.721, "0.23", 0.035),
 }
 
 
 def door_fields(model_id: str) -> dict[str, Any]:
-    """``default_threshold``, ``threshold_source``, ``uncertain_band`` and ``margin`` of an embedder entry."""
+    """``default_threshold``, ``threshold_source``, ``uncertain_band``, ``margin`` and ``flip`` of an entry."""
     return DOOR[model_id].fields()

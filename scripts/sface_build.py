@@ -46,6 +46,9 @@ FUSED_ID = "fused_dlib_sface_int8"
 # scores are added; w_i^2 proportional to 1 / s_i gives the same ranking. Impostor spreads on View 1:
 # dlib int8 0.0361, SFace int8 (cut from the fused chip) 0.0891 -> 0.712 / 0.288.
 FUSED_WEIGHTS_SQUARED = {"dlib_resnet_v1_int8": 0.712, INT8_ID: 0.288}
+# Flip augmentation per component inside the fusion (LFW View 1, docs/accuracy.md): dlib's mirror
+# lifts the fused figures; SFace's adds its cost without doing so once dlib's is there.
+FUSED_FLIP = {"dlib_resnet_v1_int8": True, INT8_ID: False}
 # The fused chip: dlib's 150-px geometry (its five points and scale) on a larger canvas, so the
 # dlib chip is a plain crop of it and SFace's chip lies inside it. FUSED_OFFSET moves dlib's
 # template into the canvas.
@@ -109,7 +112,8 @@ def fused_entry(dlib_template: list[list[float]]) -> dict[str, Any]:
             transform = [list(row) for row in FUSED_SFACE_TRANSFORM]
         else:  # dlib's chip is the canvas minus the offset
             transform = [[1.0, 0.0, -dx], [0.0, 1.0, -dy]]
-        components.append({"id": model_id, "weight": round(float(np.sqrt(share)), 6), "transform": transform})
+        weight = round(float(np.sqrt(share)), 6)
+        components.append({"id": model_id, "weight": weight, "transform": transform, "flip": FUSED_FLIP[model_id]})
     return {
         "id": FUSED_ID,
         "role": "embedder",
