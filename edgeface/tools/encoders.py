@@ -74,8 +74,9 @@ def _pipeline_models(manifest: Manifest, model_id: str) -> list[object]:
     ]
     if not isinstance(spec, FusedSpec):
         return [*files, {"flip": spec.flip}]  # the mirror changes the vector, not the file
-    # The threshold and the prose do not change a vector (components' flips do): recalibrating keeps the cache.
-    return [*files, spec.model_dump(exclude={"default_threshold", "notes", "build"})]
+    # The decision defaults and the prose do not change a vector (components' flips do): recalibrating keeps the cache.
+    decision = {"default_threshold", "threshold_source", "uncertain_band", "margin"}
+    return [*files, spec.model_dump(exclude={*decision, "notes", "build"})]
 
 
 class EdgefaceEncoder:

@@ -111,3 +111,19 @@ def test_eval_cache_key_changes_with_flip(models_dir: Path, models_copy: Callabl
     entry["flip"] = not entry.get("flip", False)
     (models / MANIFEST_NAME).write_text(json.dumps(manifest))
     assert EdgefaceEncoder(VisionConfig(models_dir=models), INT8).fingerprint != before
+
+
+def test_eval_cache_key_of_a_fused_entry_follows_its_components_flip_not_its_calibration(
+    models_dir: Path, models_copy: Callable[..., Path]
+) -> None:
+    stages = [m.id for m in load_manifest(models_dir).models if m.role in ("detector", "landmarker")]
+    models = models_copy(*stages, INT8, SFACE_INT8)
+    before = EdgefaceEncoder(VisionConfig(models_dir=models), FUSED).fingerprint
+    manifest = json.loads((models / MANIFEST_NAME).read_text())
+    (entry,) = [m for m in manifest["models"] if m["id"] == FUSED]
+    entry.update(default_threshold=0.8, uncertain_band=0.05, margin=0.05, threshold_source="recalibrated")
+    (models / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert EdgefaceEncoder(VisionConfig(models_dir=models), FUSED).fingerprint == before
+    entry["components"][1]["flip"] = not entry["components"][1].get("flip", False)
+    (models / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert EdgefaceEncoder(VisionConfig(models_dir=models), FUSED).fingerprint != before
