@@ -31,10 +31,14 @@ Attributes = Callable[[ImageArray, BBox], dict[str, float]]
 
 
 class DecisionOutlet:
-    """Hands decisions and presence changes to the sink, stamping total latency and counting them."""
+    """Hands decisions and presence changes to the sink, stamping total latency and counting them.
+
+    Called from the decide and the spool stage: the counters are updated under a lock.
+    """
 
     def __init__(self, sink: EventSink) -> None:
         self._sink = sink
+        self._lock = threading.Lock()
         self.latency = RollingStats()  # frame captured -> decision handed to the sink
         self.decisions = 0
         self.liveness_failed = 0
@@ -43,8 +47,9 @@ class DecisionOutlet:
         total = (time.monotonic() - decision.captured_at) * 1000.0
         decision = dataclasses.replace(decision, stage_ms={**decision.stage_ms, **stage_ms, "total": total})
         self.latency.add(total)
-        self.decisions += 1
-        self.liveness_failed += decision.reason == "liveness_failed"
+        with self._lock:
+            self.decisions += 1
+            self.liveness_failed += decision.reason == "liveness_failed"
         _LOGGER.debug("decision %s", decision)
         try:
             self._sink.decision(decision)
