@@ -83,10 +83,13 @@ class Pipeline:
         self.stop_event = stop or threading.Event()
         self.drained = threading.Event()
         self._sink = sink
-        self.thresholds = settings.thresholds
         liveness = parts.liveness or NoLiveness()
         self.decider = Decider(
-            settings.decision, self.thresholds, lookup, liveness=liveness, unknown_snapshots=settings.unknown_snapshots
+            settings.decision,
+            settings.thresholds,
+            lookup,
+            liveness=liveness,
+            unknown_snapshots=settings.unknown_snapshots,
         )
         self.samples: SampleRing = self.decider.samples
         capture, stop_ev = settings.capture, self.stop_event

@@ -112,10 +112,11 @@ class TrackStage(Stage[Detected]):
                 self.scheduler.release(track.track_id)  # nothing to align on: try again on the next frame
             elif embed:
                 claimed.append(track)
-        self.live = len(self.tracker.live_ids)
+        live = self.tracker.live_ids
+        self.live = len(live)
         t2 = time.perf_counter()
         ms = {**item.stage_ms, "track": (t1 - t0) * 1000.0, "landmarks": (t2 - t1) * 1000.0}
-        self.out.put(Tracked(item.captured, tracks, self.tracker.live_ids, claimed, rejected, ms))
+        self.out.put(Tracked(item.captured, tracks, live, claimed, rejected, ms))
 
     def finish(self) -> None:
         self.out.put(END)

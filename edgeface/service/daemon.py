@@ -393,7 +393,7 @@ class Daemon:
 
     def _persons_changed(self) -> None:
         self.retained.persons_changed()
-        self.publisher.state(self.health.document())
+        self.publisher.state(self._state_document())
 
     # --- reload ---------------------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class FaceAnalyzer:
         embedder: AnyEmbedder,
         *,
         shared: bool = False,
+        vision: VisionConfig | None = None,
     ) -> None:
         if aligner.size != embedder.chip_size or aligner.points != embedder.points:
             raise ValueError(
@@ -115,7 +116,7 @@ class FaceAnalyzer:
         self.aligner = aligner
         self.embedder = embedder
         self._shared = shared  # the landmarker and embedder belong to another analyzer, which closes them
-        self._vision: VisionConfig | None = None
+        self._vision = vision  # the settings it was built from: whether another analyzer may share its models
 
     @classmethod
     def from_config(cls, vision: VisionConfig, *, share: FaceAnalyzer | None = None) -> FaceAnalyzer:
@@ -151,8 +152,7 @@ class FaceAnalyzer:
                 keypoint_fallback=vision.keypoint_fallback,
                 fallback_min_score=vision.keypoint_fallback_min_score,
             )
-            analyzer = cls(detector, landmarker, aligner, embedder, shared=reuse)
-            analyzer._vision = vision
+            analyzer = cls(detector, landmarker, aligner, embedder, shared=reuse, vision=vision)
             stack.pop_all()  # success: the analyzer owns them now
         return analyzer
 
@@ -166,11 +166,11 @@ class FaceAnalyzer:
 
     def detect(self, image_bgr: ImageArray) -> list[Detection]:
         """Face boxes with detector keypoints, best score first."""
-        return self.detector.detect(ensure_bgr(image_bgr))
+        return self.detector.detect(image_bgr)  # every detector checks its image itself
 
     def landmarks(self, image_bgr: ImageArray, detection: Detection) -> Landmarks | None:
         """FaceMesh points of one detected face; None when FaceMesh rejects the crop."""
-        return self.landmarker.landmarks(ensure_bgr(image_bgr), detection)
+        return self.landmarker.landmarks(image_bgr, detection)  # every landmarker checks its image itself
 
     def locate(self, image_bgr: ImageArray) -> list[Face]:
         """Detections with their landmarks (``None`` where FaceMesh rejected the crop), best score first."""
