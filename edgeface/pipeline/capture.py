@@ -27,6 +27,7 @@ import numpy as np
 from edgeface.data import Frame, ImageArray
 from edgeface.errors import SourceError
 from edgeface.pipeline.queues import DropQueue, RateMeter, RollingStats
+from edgeface.pipeline.settings import CaptureSettings
 from edgeface.sources.base import FrameSource
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,25 +75,15 @@ class CaptureThread(threading.Thread):
         source: FrameSource,
         out: DropQueue[Captured | EndOfStream],
         stop: threading.Event,
+        settings: CaptureSettings,
         *,
-        fps: float | None = None,
-        realtime: bool = True,
-        loop: bool = False,
-        resize_width: int | None = None,
-        reconnect_initial_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
         on_source_state: SourceState | None = None,
     ) -> None:
         super().__init__(name=f"capture:{source.name}", daemon=False)
         self.source = source
         self.out = out
         self.stop = stop
-        self.fps = fps
-        self.realtime = realtime
-        self.loop = loop
-        self.resize_width = resize_width
-        self.reconnect_initial_s = reconnect_initial_s
-        self.reconnect_max_s = reconnect_max_s
+        self.settings = settings
         self._on_state = on_source_state
         self.heartbeat = time.monotonic()
         self.stats = RollingStats()  # read + resize ms, pacing excluded
@@ -100,7 +91,7 @@ class CaptureThread(threading.Thread):
         self.frames = 0
         self.skipped = 0  # frames read but not passed on because of the fps cap
         self.failure: str | None = None  # why a finite replay ended early; set before END is queued
-        self._next_delay = reconnect_initial_s  # backoff of the next reconnect; reset by a frame
+        self._next_delay = settings.reconnect_initial_s  # backoff of the next reconnect; reset by a frame
 
     def run(self) -> None:
         try:
@@ -136,7 +127,7 @@ class CaptureThread(threading.Thread):
                 if live:
                     self._reconnect(f"{self.source.name} returned no frame")
                     continue
-                if not self.loop:
+                if not self.settings.loop:
                     self._end("end of replay")
                     return
                 if read_since_start == 0:
@@ -149,13 +140,13 @@ class CaptureThread(threading.Thread):
                 continue
             read_ms = (time.perf_counter() - started) * 1000.0
             read_since_start += 1
-            self._next_delay = self.reconnect_initial_s
+            self._next_delay = self.settings.reconnect_initial_s
             if live:
                 t = time.monotonic()
             else:
                 t = replayed / replay_fps
                 replayed += 1
-                if self.realtime:
+                if self.settings.realtime:
                     if origin is None:
                         origin = time.monotonic() - t
                     behind = time.monotonic() - (origin + t)
@@ -163,7 +154,8 @@ class CaptureThread(threading.Thread):
                         origin = time.monotonic() - t
                     elif behind < 0 and self._sleep(-behind):
                         return
-            if self.fps is not None and last_t is not None and t - last_t < 1.0 / self.fps - 1e-6:
+            fps = self.settings.fps
+            if fps is not None and last_t is not None and t - last_t < 1.0 / fps - 1e-6:
                 self.skipped += 1
                 continue
             last_t = t
@@ -183,12 +175,12 @@ class CaptureThread(threading.Thread):
             self.out.put(Captured(frame, t))
 
     def _resize(self, image: ImageArray) -> ImageArray:
-        width = image.shape[1]
-        if self.resize_width is None or width <= self.resize_width:
+        width, target = image.shape[1], self.settings.resize_width
+        if target is None or width <= target:
             return image
-        height = max(1, round(image.shape[0] * self.resize_width / width))
+        height = max(1, round(image.shape[0] * target / width))
         # INTER_AREA: the anti-aliased downscale; faces stay sharp enough for the blur gate.
-        resized = cv2.resize(image, (self.resize_width, height), interpolation=cv2.INTER_AREA)
+        resized = cv2.resize(image, (target, height), interpolation=cv2.INTER_AREA)
         return np.asarray(resized, dtype=np.uint8)
 
     def _restart(self) -> str | None:
@@ -223,13 +215,13 @@ class CaptureThread(threading.Thread):
                 self.source.open()
             except SourceError as exc:
                 detail = str(exc)
-                delay = min(delay * 2.0, self.reconnect_max_s)
+                delay = min(delay * 2.0, self.settings.reconnect_max_s)
                 continue
             _LOGGER.info("source %s reconnected", self.source.name)
             self._state(STREAMING, "reconnected")
             # Reopened is not streaming: a source that connects but sends nothing is lost again at
             # once, and must wait longer each time (cleared by the next frame read).
-            self._next_delay = min(delay * 2.0, self.reconnect_max_s)
+            self._next_delay = min(delay * 2.0, self.settings.reconnect_max_s)
             return
 
     def _sleep(self, seconds: float) -> bool:

@@ -99,12 +99,7 @@ class Pipeline:
             source,
             q["detect"],
             stop_ev,
-            fps=capture.fps,
-            realtime=capture.realtime,
-            loop=capture.loop,
-            resize_width=capture.resize_width,
-            reconnect_initial_s=capture.reconnect_initial_s,
-            reconnect_max_s=capture.reconnect_max_s,
+            capture,
             on_source_state=sink.source_state,
         )
         self.detect = DetectStage(q["detect"], q["track"], stop_ev, vision)

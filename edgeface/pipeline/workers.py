@@ -16,6 +16,7 @@ from typing import Protocol
 
 from edgeface.data import BBox, Face, ImageArray, Reason
 from edgeface.pipeline.capture import END, Captured, EndOfStream
+from edgeface.pipeline.fanout import SideThreads
 from edgeface.pipeline.queues import DropQueue, RollingStats
 from edgeface.pipeline.rules import Gates, gate
 from edgeface.pipeline.schedule import EmbedScheduler
@@ -123,7 +124,7 @@ class TrackStage(Stage[Detected]):
 
 
 class EmbedStage(Stage[Tracked]):
-    """Aligns the claimed faces, gates them on quality, embeds the rest in one call, scores passive liveness."""
+    """Aligns the claimed faces, gates them on quality, embeds the rest, scores passive liveness beside it."""
 
     def __init__(
         self,
@@ -140,10 +141,17 @@ class EmbedStage(Stage[Tracked]):
         self.vision = vision
         self.gates = gates
         self.passive = passive
+        self.side = SideThreads("embed-side")
         self.embedded = 0
         self.passive_checks = 0
         self.batch_stats = RollingStats()  # ms per embed call, all of a frame's faces (most frames embed none)
         self.passive_stats = RollingStats()  # ms per face scored by the passive liveness model
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.side.close()
 
     def process(self, item: Tracked) -> None:
         t0 = time.perf_counter()
@@ -159,21 +167,26 @@ class EmbedStage(Stage[Tracked]):
                 else:
                     ready.append((track, aligned))
         samples = []
+        passive: dict[int, float] = {}
         if ready:
+            tracks = [track for track, _ in ready]
+            # The passive check needs only the box: it runs while the embedder's components do.
+            scored = self.side.submit(lambda: self._passive(image, tracks)) if self.passive is not None else None
             t1 = time.perf_counter()
-            embeddings = self.vision.embed([aligned for _, aligned in ready])
+            try:
+                embeddings = self.vision.embed([aligned for _, aligned in ready], self.side.run)
+            finally:
+                passive = scored.result() if scored is not None else {}
             self.batch_stats.add((time.perf_counter() - t1) * 1000.0)
             samples = [(track, e, a.chip) for (track, a), e in zip(ready, embeddings, strict=True)]
             self.embedded += len(samples)
-        passive = self._passive(image, [track for track, _ in ready])
         ms = {**item.stage_ms, "embed": (time.perf_counter() - t0) * 1000.0}
         self.out.put(Embedded(item.captured, item.tracks, item.live_ids, samples, rejected, ms, passive))
 
     def _passive(self, image: ImageArray, tracks: list[Track]) -> dict[int, float]:
         # Scored with each embedding, not each frame: a few crops per track, like the embedder.
+        assert self.passive is not None
         scores: dict[int, float] = {}
-        if self.passive is None:
-            return scores
         for track in tracks:
             t1 = time.perf_counter()
             score = self.passive.score(image, track.bbox)

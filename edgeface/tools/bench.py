@@ -161,6 +161,8 @@ class _Publisher:
                 "reason": decision.reason,
                 "name": decision.name,
                 "similarity": round(decision.similarity, 4),
+                # Where the deciding frame's time went (``total``: captured -> handed to this sink).
+                "stage_ms": {stage: round(ms, 2) for stage, ms in decision.stage_ms.items()},
             }
         )
 
@@ -345,6 +347,7 @@ def format_report(report: dict[str, Any]) -> str:
         "own rolling figure over its last <=300 frames)",
         f"mqtt       {mqtt['broker']} broker: {mqtt['received']} events, captured->delivered "
         f"p50 {lat['p50']:.1f} / p95 {lat['p95']:.1f} / max {lat['max']:.1f} ms (n={lat['n']}, lost {mqtt['lost']})",
+        _deciding_line(report["decisions"]),
     ]
     lines += ["", f"{'stage':<10} {'per':<6} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"]
     for name, s in report["stages"].items():
@@ -353,6 +356,17 @@ def format_report(report: dict[str, Any]) -> str:
     if "compare" in report:
         lines += ["", *_format_compare(report["compare"], report["fps"])]
     return "\n".join(lines)
+
+
+def _deciding_line(decisions: list[dict[str, Any]]) -> str:
+    """Where the published decisions' frames spent their time before the sink (their ``stage_ms``)."""
+    parts = []
+    for stage in ("total", "embed", "spool"):
+        values = [d["stage_ms"][stage] for d in decisions if stage in d["stage_ms"]]
+        if values:
+            s, label = metrics.latency_summary(values), "captured->sink" if stage == "total" else stage
+            parts.append(f"{label} p50 {s.p50:.1f} / p95 {s.p95:.1f} (n={s.n})")
+    return "deciding   " + ("; ".join(parts) + " ms" if parts else "no decision published")
 
 
 def _decision_summary(decisions: list[dict[str, Any]]) -> str:

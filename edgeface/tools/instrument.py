@@ -17,6 +17,7 @@ from edgeface.sources.base import FrameSource
 from edgeface.tools import metrics
 from edgeface.tools.progress import Progress
 from edgeface.vision.analyzer import AlignedFace, Vision
+from edgeface.vision.embed import Runner, in_order
 
 # Stages timed by the wrappers, in report order, with what one sample of each is.
 STAGES: dict[str, str] = {
@@ -121,10 +122,10 @@ class TimedVision:
         finally:
             self.times.add("align", started)
 
-    def embed(self, aligned: Sequence[AlignedFace]) -> list[Embedding]:
+    def embed(self, aligned: Sequence[AlignedFace], run: Runner = in_order) -> list[Embedding]:
         started = time.perf_counter()
         try:
-            out = self.inner.embed(aligned)
+            out = self.inner.embed(aligned, run)
         finally:
             self.times.add("embed", started)
         self.vectors.extend(e.vector for e in out)

@@ -22,6 +22,7 @@ from edgeface.data import Detection, Embedding, Face, ImageArray, Landmarks, Qua
 from edgeface.vision.align import Aligner
 from edgeface.vision.backends import create_detector, create_landmarker
 from edgeface.vision.detect import Detector
+from edgeface.vision.embed import Runner, in_order
 from edgeface.vision.fused import AnyEmbedder, create_embedder
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.landmarks import Landmarker
@@ -71,8 +72,8 @@ class Vision(Protocol):
         """Chip and quality of each face that can be aligned, in input order."""
         ...
 
-    def embed(self, aligned: Sequence[AlignedFace]) -> list[Embedding]:
-        """One embedding per aligned face, in one batch, in input order."""
+    def embed(self, aligned: Sequence[AlignedFace], run: Runner = in_order) -> list[Embedding]:
+        """One embedding per aligned face, in input order; ``run`` runs the embedder's independent model calls."""
         ...
 
 
@@ -193,9 +194,9 @@ class FaceAnalyzer:
             out.append(AlignedFace(face, chip, measure(face.detection, face.landmarks, chip)))
         return out
 
-    def embed(self, aligned: Sequence[AlignedFace]) -> list[Embedding]:
-        """One embedding per aligned face, computed in one batch, in input order."""
-        vectors = self.embedder.embed([a.chip for a in aligned])
+    def embed(self, aligned: Sequence[AlignedFace], run: Runner = in_order) -> list[Embedding]:
+        """One embedding per aligned face, in input order; ``run`` runs the embedder's independent model calls."""
+        vectors = self.embedder.embed([a.chip for a in aligned], run)
         model_id = self.embedder.model_id
         return [Embedding(v, model_id, a.quality) for v, a in zip(vectors, aligned, strict=True)]
 

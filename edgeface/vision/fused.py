@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeface.data import FloatArray, ImageArray
 from edgeface.errors import ImageError, ModelError
-from edgeface.vision.embed import Embedder
+from edgeface.vision.embed import Embedder, ModelCall, Runner, in_order
 from edgeface.vision.manifest import FusedSpec, Manifest, ModelSpec, PointSet, load_manifest
 
 
@@ -101,21 +101,30 @@ class FusedEmbedder:
             out.append(part)
         return out
 
-    def embed(self, chips: Sequence[ImageArray]) -> FloatArray:
-        """(N, dim) unit vectors: the weighted concatenation of every component's unit vectors."""
+    def embed(self, chips: Sequence[ImageArray], run: Runner = in_order) -> FloatArray:
+        """(N, dim) unit vectors: the weighted concatenation of every component's unit vectors.
+
+        The components are independent model calls; ``run`` may run them at once (the pipeline's
+        embed stage does: on the door clip that took the fused default from ~20 to ~13 ms a face).
+        """
         if len(chips) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [
-            weight * embedder.embed(part)
+        calls: list[ModelCall] = [
+            _weighted(embedder, weight, part)
             for (embedder, weight, _), part in zip(self._parts, self.component_chips(chips), strict=True)
         ]
-        vectors = np.concatenate(parts, axis=1)
+        vectors = np.concatenate(run(calls), axis=1)
         # sum(w^2) is 1 to 1e-3 (validated); renormalise so the cosine is exactly the dot product.
         return np.asarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), dtype=np.float32)
 
     def close(self) -> None:
         for embedder, _, _ in self._parts:
             embedder.close()
+
+
+def _weighted(embedder: Embedder, weight: float, chips: list[ImageArray]) -> ModelCall:
+    """One component's part of the fused vectors, as a call to run later."""
+    return lambda: np.asarray(weight * embedder.embed(chips), dtype=np.float32)
 
 
 AnyEmbedder = Embedder | FusedEmbedder

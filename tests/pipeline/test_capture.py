@@ -17,6 +17,7 @@ from edgeface.data import ImageArray
 from edgeface.errors import SourceError
 from edgeface.pipeline.capture import Captured, CaptureThread, EndOfStream
 from edgeface.pipeline.queues import DropQueue
+from edgeface.pipeline.settings import CaptureSettings
 from edgeface.sources import FolderSource, FrameSource
 
 
@@ -90,7 +91,8 @@ def _run(source: FrameSource, stop: threading.Event, **kwargs: object) -> tuple[
     states: list[tuple[str, str]] = []
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 4, stop, lossless=True)
     source.open()
-    thread = CaptureThread(source, out, stop, on_source_state=lambda s, d: states.append((s, d)), **kwargs)  # type: ignore[arg-type]
+    settings = CaptureSettings(**{"loop": False, **kwargs})  # type: ignore[arg-type]
+    thread = CaptureThread(source, out, stop, settings, on_source_state=lambda s, d: states.append((s, d)))
     thread.start()
     try:
         items = _collect(out)
@@ -135,7 +137,7 @@ def test_looping_replay_keeps_its_clock_running(samples_dir: Path, stop: threadi
     source = FolderSource(samples_dir / "biden.jpg", hold_frames=3, fps=10)
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 2, stop, lossless=True)
     source.open()
-    thread = CaptureThread(source, out, stop, realtime=False, loop=True)
+    thread = CaptureThread(source, out, stop, CaptureSettings(realtime=False, loop=True))
     thread.start()
     try:
         clocks = [out.get(timeout=5) for _ in range(10)]
@@ -167,7 +169,8 @@ def test_live_source_reconnects_with_exponential_backoff(samples_dir: Path, tmp_
             assert changed.wait_for(lambda: predicate(states), timeout), states  # type: ignore[operator]
 
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 2, stop)
-    thread = CaptureThread(source, out, stop, reconnect_initial_s=0.05, reconnect_max_s=0.2, on_source_state=on_state)
+    settings = CaptureSettings(loop=False, reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    thread = CaptureThread(source, out, stop, settings, on_source_state=on_state)
     thread.start()
     try:
         first = out.get(timeout=5)
@@ -208,9 +211,8 @@ def test_stop_interrupts_a_long_backoff(tmp_path: Path, samples_dir: Path) -> No
     stop = threading.Event()
     waiting = threading.Event()
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 2, stop)
-    thread = CaptureThread(
-        source, out, stop, reconnect_initial_s=30.0, reconnect_max_s=60.0, on_source_state=lambda *_: waiting.set()
-    )
+    settings = CaptureSettings(loop=False, reconnect_initial_s=30.0, reconnect_max_s=60.0)
+    thread = CaptureThread(source, out, stop, settings, on_source_state=lambda *_: waiting.set())
     thread.start()
     assert waiting.wait(5)
     stopped = time.monotonic()
@@ -264,7 +266,8 @@ def test_a_stream_that_connects_but_sends_nothing_backs_off() -> None:
                 reconnecting.notify_all()
 
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 2, stop)
-    thread = CaptureThread(source, out, stop, reconnect_initial_s=0.02, reconnect_max_s=0.16, on_source_state=on_state)
+    settings = CaptureSettings(loop=False, reconnect_initial_s=0.02, reconnect_max_s=0.16)
+    thread = CaptureThread(source, out, stop, settings, on_source_state=on_state)
     thread.start()
     try:
         with reconnecting:
@@ -286,7 +289,7 @@ def test_a_looping_replay_whose_folder_vanishes_ends_as_a_failure(
     source = FolderSource(folder, hold_frames=2, fps=10)
     source.open()
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 4, stop, lossless=True)
-    thread = CaptureThread(source, out, stop, realtime=False, loop=True)
+    thread = CaptureThread(source, out, stop, CaptureSettings(realtime=False, loop=True))
     thread.start()
     try:
         assert isinstance(out.get(timeout=5), Captured)
@@ -305,7 +308,7 @@ def test_a_finite_replay_that_ends_is_no_failure(samples_dir: Path, stop: thread
     source = FolderSource(samples_dir / "obama.jpg", hold_frames=2, fps=10)
     source.open()
     out: DropQueue[Captured | EndOfStream] = DropQueue("detect", 4, stop, lossless=True)
-    thread = CaptureThread(source, out, stop, realtime=False, loop=False)
+    thread = CaptureThread(source, out, stop, CaptureSettings(realtime=False, loop=False))
     thread.start()
     try:
         assert len(_collect(out)) == 2
