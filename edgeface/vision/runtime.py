@@ -2,11 +2,21 @@
 
 Wraps one model with its manifest entry: checks tensor shapes against the manifest so a wrong file
 fails at start with a message naming it, not with a shape error deep in numpy per frame.
+
+Both runtimes map the model file into memory and XNNPACK copies the weights into its own packed
+buffers while the interpreter is prepared (measured: ``allocate_tensors`` reads every page of the
+file, a first ``invoke`` none more). From then on the file's pages are read only by the few
+operators XNNPACK does not take, yet they stay resident: 20 MB of the default models' RSS
+(SFace int8 alone 9.4 MB). ``release_file_pages`` hands them back once the interpreter is ready.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
+import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,6 +28,42 @@ from edgeface.errors import ModelError
 from edgeface.vision.manifest import ModelSpec, model_path
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def release_file_pages(path: Path) -> int:
+    """Drop this process's resident pages of every read-only mapping of ``path``; bytes advised.
+
+    ``madvise(MADV_DONTNEED)`` on a read-only file mapping cannot lose data: a page read again
+    faults back in from the page cache (or the file), so a later read still sees the file. Only
+    mappings without write permission are touched, since dropping a private mapping's written
+    pages would discard them. Returns 0 where there is no ``/proc/self/maps`` or no madvise
+    (not Linux), and when the runtime read the file into its own heap instead of mapping it.
+    """
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if not sys.platform.startswith("linux") or advice is None:
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except (OSError, AttributeError):
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    target = os.path.realpath(path)
+    advised = 0
+    for line in lines:
+        # address perms offset dev inode pathname; the pathname may itself hold spaces.
+        fields = line.rstrip("\n").split(maxsplit=5)
+        if len(fields) < 6 or fields[5] != target or "w" in fields[1]:
+            continue
+        start, end = (int(part, 16) for part in fields[0].split("-"))
+        if madvise(start, end - start, advice) == 0:
+            advised += end - start
+        else:
+            _LOGGER.debug("madvise on %s failed: %s", target, os.strerror(ctypes.get_errno()))
+    return advised
 
 
 def _interpreter_class() -> Any:
@@ -54,7 +100,23 @@ class TFLiteModel:
             raise ModelError(f"model file {path} ({spec.id}): input shape {shape}, manifest says (N, {expected})")
         self.batch = shape[0]
         self._outputs = sorted(self._interp.get_output_details(), key=lambda d: int(d["index"]))
-        _LOGGER.debug("loaded %s from %s (%d threads)", spec.id, path, threads)
+        self._warm_up(path)
+        released = release_file_pages(path)
+        _LOGGER.debug(
+            "loaded %s from %s (%d threads; %d kB of the file released)", spec.id, path, threads, released // 1024
+        )
+
+    def _warm_up(self, path: Path) -> None:
+        # One invoke before the file's pages are released: a runtime that finishes preparing an
+        # operator at its first run (instead of in allocate_tensors, as LiteRT 2.3's XNNPACK does)
+        # reads its weights now, not after the release. It also takes that one-off cost off the
+        # first camera frame.
+        shape = tuple(int(v) for v in self._interp.get_input_details()[0]["shape"])
+        try:
+            self._interp.set_tensor(self._input_index, np.zeros(shape, dtype=self.input_dtype))
+            self._interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"model file {path} ({self.spec.id}) cannot be run: {exc}") from exc
 
     @property
     def output_details(self) -> list[dict[str, Any]]:
