@@ -1,20 +1,20 @@
 """Settings: one validated, frozen model loaded from TOML with ``EDGEFACE_`` environment overrides.
 
-This is the only module that reads configuration. Environment variables use ``__`` between
-levels, e.g. ``EDGEFACE_MQTT__HOST=broker.lan`` or ``EDGEFACE_DECISION__MATCH_THRESHOLD=0.9``.
+This is the only module that reads configuration (through ``config_sources``). Environment variables
+use ``__`` between levels, e.g. ``EDGEFACE_MQTT__HOST=broker.lan`` or
+``EDGEFACE_DECISION__MATCH_THRESHOLD=0.9``, and beat the file.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from edgeface.config_sources import deep_merge, env_overrides, format_validation_error, read_toml
 from edgeface.errors import ConfigError
 
 DEFAULT_STATE_DIR = Path(os.environ.get("STATE_DIRECTORY", "~/.local/share/edgeface")).expanduser()
@@ -358,16 +358,10 @@ class LoggingConfig(_Section):
     json_format: bool = Field(False, description="One JSON object per log line (journald/Loki friendly).")
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """The whole configuration. Unknown keys are errors so that typos never pass silently."""
 
-    model_config = SettingsConfigDict(
-        extra="forbid",
-        frozen=True,
-        env_prefix="EDGEFACE_",
-        env_nested_delimiter="__",
-        nested_model_default_partial_update=True,
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: DeviceConfig = DeviceConfig()
     source: SourceConfig = SourceConfig()
@@ -386,18 +380,6 @@ class Settings(BaseSettings):
     attributes: AttributesConfig = AttributesConfig()
     still: StillConfig = StillConfig()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the file (passed as init kwargs) so a unit's Environment= can override it.
-        return (env_settings, init_settings)
-
     @property
     def db_path(self) -> Path:
         return self.database.path or self.device.state_dir / "faces.npz"
@@ -412,49 +394,14 @@ class Settings(BaseSettings):
         return self.device.state_dir / "unknowns"
 
 
-def format_validation_error(exc: ValidationError, origin: str) -> str:
-    """One line per problem: ``origin: key.path: message (got value)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "<root>"
-        got = err.get("input")
-        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"{origin}: {loc}: {err['msg']}{shown}")
-    return "\n".join(lines)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file into a dict, with a ConfigError naming the file and line on failure."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot be read: {exc.strerror}") from exc
-
-
-def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Build Settings from an optional TOML file, the environment and keyword overrides (tests)."""
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from an optional TOML file, keyword overrides (tests) and the environment
+    (``os.environ`` unless given), which beats both so that a unit's ``Environment=`` wins."""
     data: dict[str, Any] = read_toml(path) if path is not None else {}
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
+    env = env_overrides(Settings, os.environ if environ is None else environ)
     try:
-        return Settings(**data)
+        return Settings(**deep_merge(data, env.values))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path) if path else "settings")) from exc
-
-
-def read_secret_file(path: Path, what: str) -> str:
-    """Read a secret from a file that only its owner may read (mode 0600 or stricter)."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ConfigError(f"{what} file {path} cannot be read: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{what} file {path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
-    return path.read_text(encoding="utf-8").strip()
+        raise ConfigError(format_validation_error(exc, str(path) if path else "settings", env)) from exc

@@ -24,7 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgeface.config import TlsConfig, load_settings, read_secret_file
+from edgeface.config import TlsConfig, load_settings
+from edgeface.config_sources import read_secret_file
 from edgeface.errors import BrokerError, ConfigError
 from edgeface.mqtt.link import tls_context
 from edgeface.mqtt.signing import parse_keys, sign

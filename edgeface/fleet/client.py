@@ -22,7 +22,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgeface.config import MqttConfig, read_secret_file
+from edgeface.config import MqttConfig
+from edgeface.config_sources import read_secret_file
 from edgeface.mqtt.link import RECONNECT_MIN_S, guard, tls_context
 from edgeface.mqtt.topics import Topics
 

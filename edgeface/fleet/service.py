@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from edgeface.config import Settings, read_secret_file
+from edgeface.config import Settings
+from edgeface.config_sources import read_secret_file
 from edgeface.errors import ConfigError
 from edgeface.fleet.client import FleetClient
 from edgeface.fleet.records import FleetKey

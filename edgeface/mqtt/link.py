@@ -33,7 +33,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edgeface.config import MqttConfig, TlsConfig, read_secret_file
+from edgeface.config import MqttConfig, TlsConfig
+from edgeface.config_sources import read_secret_file
 from edgeface.errors import BrokerError
 from edgeface.mqtt.delivery import Delivery
 from edgeface.mqtt.outbox import MemoryOutbox, Outbox, OutboxStats, OutMessage

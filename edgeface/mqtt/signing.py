@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeface.config import read_secret_file
+from edgeface.config_sources import read_secret_file
 from edgeface.errors import CommandError, ConfigError
 from edgeface.mqtt.nonces import MemoryNonces, NonceStore
 
