@@ -8,15 +8,66 @@ reload reuses them unless the settings they were built from (``[vision]``, ``[li
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from edgeface.config import AttributesConfig, LivenessConfig, Settings, VisionConfig
+from edgeface.data import Detection, ImageArray
 from edgeface.liveness.passive import PassiveLiveness, open_passive
 from edgeface.liveness.policy import uses_passive
 from edgeface.matching.enroll import enrollment_vision
 from edgeface.service.still import open_emotion
 from edgeface.vision.analyzer import FaceAnalyzer
+from edgeface.vision.backends import create_detector
+from edgeface.vision.detect import MODEL_IDS, Detector
 from edgeface.vision.emotion import EmotionClassifier
+from edgeface.vision.manifest import load_manifest, model_path
+
+
+class OnDemandDetector:
+    """The command thread's detector, loaded at its first request.
+
+    Its full-range model holds 9 MB of packed weights that a door which is never sent an enrollment
+    or a still image would carry for nothing. The file is still checked against the manifest at
+    start, so a missing or damaged model stops the daemon there, naming the file.
+    """
+
+    def __init__(self, vision: VisionConfig) -> None:
+        model_path(vision.models_dir, load_manifest(vision.models_dir).get(MODEL_IDS[vision.detector]))
+        self._vision = vision
+        self._lock = threading.Lock()
+        self._detector: Detector | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._detector is not None
+
+    def detect(self, image_bgr: ImageArray) -> list[Detection]:
+        """Faces sorted by score (best first), loading the model first if this is the first request."""
+        with self._lock:
+            if self._detector is None:
+                v = self._vision
+                self._detector = create_detector(
+                    v.backend, v.detector, v.models_dir, v.min_detection_score, v.max_faces, v.threads
+                )
+            detector = self._detector
+        return detector.detect(image_bgr)
+
+    def close(self) -> None:
+        """Release the model, if it was loaded."""
+        with self._lock:
+            if self._detector is not None:
+                self._detector.close()
+                self._detector = None
+
+
+def _enroll_analyzer(vision: VisionConfig, pipeline: FaceAnalyzer) -> FaceAnalyzer:
+    """The command thread's analyzer: its own full-range detector (loaded on demand), the rest the pipeline's."""
+    enroll = enrollment_vision(vision)
+    if vision.backend != "litert":  # Mediapipe's graphs are not locked: nothing is shared
+        return FaceAnalyzer.from_config(enroll, share=pipeline)
+    detector = OnDemandDetector(enroll)
+    return FaceAnalyzer(detector, pipeline.landmarker, pipeline.aligner, pipeline.embedder, shared=True, vision=enroll)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +98,7 @@ class Models:
         try:
             # Its own detector: enrollment uses the full-range model so a second, smaller face in a
             # photo is seen and refused; the rest is the pipeline's.
-            enroll_analyzer = FaceAnalyzer.from_config(enrollment_vision(vision), share=analyzer)
+            enroll_analyzer = _enroll_analyzer(vision, analyzer)
         except BaseException:
             analyzer.close()
             raise
