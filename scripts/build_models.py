@@ -54,7 +54,8 @@ from dlib_xml import DlibNet, parse_net_xml
 from door_calibration import door_fields
 from emotion_model import EmotionBuildError, build_emotion
 from face_chips import CHIP_SIZE, DlibReference, augment, chip_template, model_file, registry_photos
-from liveness_models import LivenessBuild, build_liveness
+from liveness_crops import CropSetError
+from liveness_models import LivenessBuild, LivenessBuildError, build_liveness
 from sface_build import build_sface, fused_entry
 from sface_tf import SFaceError
 from tflite_export import Measurement, Quantization, convert, cosine, measure, run
@@ -382,8 +383,11 @@ def build_liveness_only(workdir: Path, out: Path) -> dict[str, bytes]:
     """Step 5 alone: the liveness files, and ``out``'s manifest with its liveness entries replaced."""
     liveness = build_liveness(_detector_dir(workdir, mediapipe_files()))
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    kept = [entry for entry in manifest["models"] if entry["role"] != "liveness"]
-    manifest["models"] = kept + liveness.entries
+    # Liveness entries are replaced where they stand (a rebuild leaves the manifest's order alone).
+    fresh = {entry["id"]: entry for entry in liveness.entries}
+    kept = [fresh.pop(entry["id"], entry) for entry in manifest["models"]
+            if entry["role"] != "liveness" or entry["id"] in fresh]
+    manifest["models"] = kept + list(fresh.values())
     return {**liveness.files, "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()}
 
 
@@ -431,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 only = build_liveness_only if args.only == "liveness" else build_sface_only
                 files = only(Path(tmp), args.out)
-            except (SFaceError, FileNotFoundError) as exc:
+            except (SFaceError, LivenessBuildError, CropSetError, FileNotFoundError) as exc:
                 _LOGGER.error("%s", exc)
                 return 1
         _write(args.out, files)
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeface-models-") as tmp:
         try:
             result = build(Path(tmp))
-        except (BuildError, SFaceError, EmotionBuildError, FileNotFoundError) as exc:
+        except (BuildError, SFaceError, EmotionBuildError, LivenessBuildError, CropSetError, FileNotFoundError) as exc:
             _LOGGER.error("%s", exc)
             return 1
     deviation = np.abs(result.chips.template_measured - chip_template()).max()

@@ -30,8 +30,9 @@ from edgeface.vision.runtime import TFLiteModel
 
 _LOGGER = logging.getLogger(__name__)
 
-# The float32 pair: the int8 exports drift further from the source network than the build allows and are
-# no faster on this network (docs/models.md); a crop costs about 1 ms per model on x86.
+# The float32 pair: the int8 exports drift further from the source network than the build allows (up to
+# 0.1 on a live probability; docs/models.md) for 0.2 ms saved per model; a crop costs about 1 ms per
+# model on x86.
 DEFAULT_MODELS = ("minifasnet_v2_2p7_float32", "minifasnet_v1se_4p0_float32")
 # A face box narrower than this (pixels) is upscaled more than 2x into the 2.7x crop's 80 px: the
 # print halftone and screen moire the models look for are gone, and the score is noise.

@@ -22,6 +22,12 @@ INT8 = ("minifasnet_v2_2p7_int8", "minifasnet_v1se_4p0_int8")
 # The int8 exports' largest fused drift from float32 measured by the build on jittered registry crops
 # (0.025, docs/models.md), with margin for these other photos.
 INT8_FUSED_DRIFT = 0.04
+# The int8 files miss the 0.02 target (docs/models.md): on the build's 559 held-out real crops of dev/ and LFW
+# View 1 their live probabilities drift from float32 by up to 0.0996 (2.7x) and 0.0565 (4.0x), the fused
+# score by up to 0.063. The test's crops are among those, so these bounds (rounded up) hold unless the
+# shipped files change.
+INT8_MODEL_DRIFT = {"minifasnet_v2_2p7_int8": 0.10, "minifasnet_v1se_4p0_int8": 0.06}
+INT8_HELD_OUT_FUSED_DRIFT = 0.065
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +103,27 @@ def test_int8_models_agree_with_float32_on_real_faces(
         image, box = _face(analyzer, path)
         a, b = passive.score(image, box), int8.score(image, box)
         assert a is not None and b is not None and abs(a - b) <= INT8_FUSED_DRIFT, (path, a, b)
+
+
+def test_int8_models_agree_with_float32_on_held_out_real_crops(
+    shared_data: Path, analyzer: FaceAnalyzer
+) -> None:
+    # The dev/ photos the model build checks on and never calibrates with (every second one, sorted:
+    # scripts/liveness_crops.py); each model's live probability, int8 file against float32 file.
+    photos = sorted(p for p in (shared_data / "dev").rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    faces = []
+    for path in photos[1::2]:
+        image = np.asarray(cv2.imread(str(path)), dtype=np.uint8)
+        faces += [(image, f.detection.bbox) for f in analyzer.locate(image) if f.detection.bbox.width >= MIN_FACE_PX]
+    assert len(faces) >= 30
+    fused = np.zeros((len(faces), 2))
+    for col, (float_id, int8_id) in enumerate(zip(DEFAULT_MODELS, INT8, strict=True)):
+        pair = PassiveLiveness(MODELS, (float_id,)), PassiveLiveness(MODELS, (int8_id,))
+        scores = np.array([[m.score(image, box) for m in pair] for image, box in faces], dtype=np.float64)
+        drift = np.abs(scores[:, 0] - scores[:, 1])
+        assert drift.max() <= INT8_MODEL_DRIFT[int8_id], (int8_id, drift.max())
+        fused[:, col] = scores[:, 0] - scores[:, 1]
+    assert np.abs(fused.mean(axis=1)).max() <= INT8_HELD_OUT_FUSED_DRIFT
 
 
 def test_missing_or_mismatched_model_files_are_named(tmp_path: Path) -> None:
