@@ -122,6 +122,12 @@ def _register_eval(sub: Any) -> None:
         help="derive match/unknown thresholds and margin for a door (FAR 1e-3) from every pair of the set's photos",
     )
     parser.add_argument(
+        "--face-px",
+        type=int,
+        help="shrink every image so that its largest face is this many pixels (the size decision.min_face_px "
+        "gates on) before encoding: accuracy on faces that small; images with smaller faces are kept as they are",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         help="keep each image's vector in this folder and reuse it while the pipeline is unchanged",
@@ -157,7 +163,9 @@ def _eval(args: argparse.Namespace) -> int:
     vision = _settings(args).vision
     dataset = load_dataset(*args.dataset)
     model_ids = args.models or default_models(vision.models_dir)
-    encoders = create_encoders(vision, model_ids)
+    if args.face_px is not None and not 8 <= args.face_px <= 2000:
+        raise ConfigError(f"--face-px must be 8..2000 pixels, got {args.face_px}")
+    encoders = create_encoders(vision, model_ids, face_px=args.face_px)
     reports = [
         evaluation.evaluate(
             e,

@@ -68,6 +68,10 @@ class Calibration:
     genuine_in_band: float  # genuine pairs between unknown and match: "uncertain", not "unknown"
     margin: MarginStats
     method: str
+    # The embedder's threshold in use, scored on the same pairs: is it still a door's operating point here?
+    current: float | None = None
+    current_far: float | None = None
+    current_tar: float | None = None
 
 
 def _round_up(value: float) -> float:
@@ -125,9 +129,16 @@ def _margin(scores: metrics.F64, labels: Sequence[str], match: float) -> MarginS
 
 
 def calibrate(
-    scores: metrics.F64, labels: Sequence[str], *, door_far: float = DOOR_FAR, stranger_far: float = STRANGER_FAR
+    scores: metrics.F64,
+    labels: Sequence[str],
+    *,
+    door_far: float = DOOR_FAR,
+    stranger_far: float = STRANGER_FAR,
+    current: float | None = None,
 ) -> Calibration:
     """Decision defaults from the (N, N) score matrix of N photos and each photo's identity.
+
+    ``current`` (the embedder's threshold in use) is scored on the same pairs too.
 
     Photos without a face have ``-inf`` rows: their pairs are never accepted (a stranger without a face
     is correctly not named; a genuine pair is a miss).
@@ -143,6 +154,7 @@ def calibrate(
     genuine = pair_scores[same]
     in_band = float(np.mean((genuine >= unknown) & (genuine < match)))
     margin = _margin(scores, labels, match)
+    current_far, current_tar = metrics.rates_at(pair_scores, same, current) if current is not None else (None, None)
     return Calibration(
         images=len(labels),
         identities=len(set(labels)),
@@ -162,15 +174,24 @@ def calibrate(
             f"{100 * MARGIN_COST:g}th percentile of the right person's lead over the next on {MARGIN_GALLERIES} "
             f"galleries of {DOOR_GALLERY} persons (first photo each)"
         ),
+        current=current,
+        current_far=current_far,
+        current_tar=current_tar,
     )
 
 
 def format_calibration(model_id: str, c: Calibration) -> list[str]:
     """Report lines for one model."""
     m = c.margin
+    current = (
+        [f"  threshold in use {c.current:.3f}: FAR {c.current_far:.2e}, TAR {c.current_tar:.4f}"]
+        if c.current is not None and c.current_far is not None and c.current_tar is not None
+        else []
+    )
     return [
         f"{model_id}: calibration on {c.images} photos of {c.identities} persons "
         f"({c.genuine_pairs} same-person, {c.impostor_pairs} different-person pairs)",
+        *current,
         f"  match threshold {c.match:.3f}: FAR {c.match_far:.2e}, TAR {c.match_tar:.4f}",
         f"  unknown threshold {c.unknown:.3f} (band {c.uncertain_band:.3f}): FAR {c.unknown_far:.2e}; "
         f"{100 * c.genuine_in_band:.2f} % of same-person pairs fall in the band",

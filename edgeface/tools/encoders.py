@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -20,6 +21,7 @@ from edgeface.data import AlignedBy, BBox, FloatArray, ImageArray, Quality
 from edgeface.errors import ModelError
 from edgeface.tools import embcache, metrics, reference
 from edgeface.vision.manifest import FusedSpec, Manifest, ModelSpec, load_manifest
+from edgeface.vision.quality import face_size
 
 Metric = Literal["cosine", "neg_euclidean"]
 REFERENCE = reference.REFERENCE_ID
@@ -117,6 +119,40 @@ class EdgefaceEncoder:
         return out
 
 
+class SmallFaceEncoder:
+    """An edgeface encoder fed each image shrunk so that its largest face is ``face_px`` pixels.
+
+    What a camera shows of a person further away: the image is downscaled as the capture thread does
+    (INTER_AREA) until the largest detection's shorter side -- the size ``decision.min_face_px`` gates
+    on -- is ``face_px``, then the whole pipeline runs on the small image. An image whose largest face
+    is already that small, or that has no face, is encoded as it is (never enlarged).
+    """
+
+    metric: Metric = "cosine"
+
+    def __init__(self, inner: EdgefaceEncoder, face_px: int) -> None:
+        self.inner = inner
+        self.face_px = face_px
+        self.model_id = inner.model_id
+        self.default_threshold = inner.default_threshold
+        self.fingerprint = embcache.fingerprint({"pipeline": inner.fingerprint, "face_px": face_px})
+
+    def shrink(self, image: ImageArray) -> ImageArray:
+        """``image`` downscaled so that its largest face is ``face_px`` pixels (unchanged when it is not larger)."""
+        detections = self.inner.analyzer.detect(image)
+        if not detections:
+            return image
+        biggest = max(detections, key=lambda d: d.bbox.width * d.bbox.height)
+        scale = self.face_px / face_size(biggest)
+        if scale >= 1.0:
+            return image
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+    def encode(self, image: ImageArray) -> list[EncodedFace]:
+        return self.inner.encode(self.shrink(image))
+
+
 class ReferenceEncoder:
     """face_recognition's pipeline on dlib, scored as face_recognition does (minus the distance)."""
 
@@ -156,10 +192,27 @@ def resolve_model_ids(models_dir: Path, names: Sequence[str]) -> list[str]:
     return out
 
 
-def create_encoders(vision: VisionConfig, model_ids: Sequence[str]) -> list[FaceEncoder]:
-    """One encoder per id (see ``resolve_model_ids``); ``dlib_reference`` is the face_recognition pipeline."""
+def create_encoders(vision: VisionConfig, model_ids: Sequence[str], *, face_px: int | None = None) -> list[FaceEncoder]:
+    """One encoder per id (see ``resolve_model_ids``); ``dlib_reference`` is the face_recognition pipeline.
+
+    With ``face_px`` every image is first shrunk to that face size (``SmallFaceEncoder``); the reference
+    has no part in that, its HOG detector finds no face below ~80 px.
+    """
     ids = resolve_model_ids(vision.models_dir, model_ids)
-    return [ReferenceEncoder() if model_id == REFERENCE else EdgefaceEncoder(vision, model_id) for model_id in ids]
+    if face_px is not None and REFERENCE in ids:
+        raise ModelError(
+            f"a face size of {face_px} px is measured on edgeface's embedders only; "
+            f"drop dlib from --models (face_recognition's HOG detector finds no face that small)"
+        )
+    encoders: list[FaceEncoder] = []
+    for model_id in ids:
+        if model_id == REFERENCE:
+            encoders.append(ReferenceEncoder())
+        elif face_px is None:
+            encoders.append(EdgefaceEncoder(vision, model_id))
+        else:
+            encoders.append(SmallFaceEncoder(EdgefaceEncoder(vision, model_id), face_px))
+    return encoders
 
 
 def largest(faces: Sequence[EncodedFace]) -> EncodedFace | None:

@@ -229,7 +229,7 @@ def evaluate(
         report.kfold = metrics.kfold_accuracy(scores, same, folds)
     if calibration:
         labels = dataset.labels() if isinstance(dataset, PersonSet) else [p.parent.name for p in images]
-        report.calibration = calibrate(full, labels)
+        report.calibration = calibrate(full, labels, current=encoder.default_threshold)
     if isinstance(dataset, PersonSet):
         _identify(report, dataset, full)
     return report
