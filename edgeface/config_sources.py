@@ -4,7 +4,7 @@ The environment source is ours rather than pydantic-settings': the one feature t
 from it (``EDGEFACE_<SECTION>__<KEY>`` over the file) cost 9 MB of resident memory and 0.2 s of
 start-up, since it imports asyncio, email, http, urllib, dotenv and importlib.metadata.
 
-Rules (the same as before, plus clear errors): a variable ``EDGEFACE_A__B__C`` sets key ``a.b.c``;
+Rules: a variable ``EDGEFACE_A__B__C`` sets key ``a.b.c``;
 names are case-insensitive; the environment beats the file; a partial section or sub-table is
 merged into the file's, key by key; a value for a table or a list (``EDGEFACE_MQTT__TLS``,
 ``EDGEFACE_LIVENESS__PASSIVE_MODELS``) is JSON; so is a scalar that is only valid as JSON
