@@ -397,9 +397,7 @@ class Settings(BaseModel):
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from an optional TOML file, keyword overrides (tests) and the environment
     (``os.environ`` unless given), which beats both so that a unit's ``Environment=`` wins."""
-    data: dict[str, Any] = read_toml(path) if path is not None else {}
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
+    data = deep_merge(read_toml(path) if path is not None else {}, overrides)
     env = env_overrides(Settings, os.environ if environ is None else environ)
     try:
         return Settings(**deep_merge(data, env.values))

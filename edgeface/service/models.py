@@ -64,10 +64,9 @@ class OnDemandDetector:
 def _enroll_analyzer(vision: VisionConfig, pipeline: FaceAnalyzer) -> FaceAnalyzer:
     """The command thread's analyzer: its own full-range detector (loaded on demand), the rest the pipeline's."""
     enroll = enrollment_vision(vision)
-    if vision.backend != "litert":  # Mediapipe's graphs are not locked: nothing is shared
-        return FaceAnalyzer.from_config(enroll, share=pipeline)
-    detector = OnDemandDetector(enroll)
-    return FaceAnalyzer(detector, pipeline.landmarker, pipeline.aligner, pipeline.embedder, shared=True, vision=enroll)
+    # Mediapipe's graphs are built at start like the rest of that backend (and nothing is shared).
+    detector = OnDemandDetector(enroll) if vision.backend == "litert" else None
+    return FaceAnalyzer.from_config(enroll, share=pipeline, detector=detector)
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,13 +120,16 @@ class FaceAnalyzer:
         self._vision = vision  # the settings it was built from: whether another analyzer may share its models
 
     @classmethod
-    def from_config(cls, vision: VisionConfig, *, share: FaceAnalyzer | None = None) -> FaceAnalyzer:
+    def from_config(
+        cls, vision: VisionConfig, *, share: FaceAnalyzer | None = None, detector: Detector | None = None
+    ) -> FaceAnalyzer:
         """Build every stage from the vision settings; whatever was built is closed if a later stage fails.
 
         With ``share`` (an analyzer built from settings with the same models, LiteRT backend and
         threads), this one reuses its landmarker and embedder -- the largest interpreters -- and
         builds only its own detector: the daemon's command thread then costs one detector more than
-        the pipeline, not a second copy of every model.
+        the pipeline, not a second copy of every model. A given ``detector`` (made for ``vision``)
+        is used instead of building one, and owned like one.
         """
         reuse = share is not None and share._vision is not None and _same_models(share._vision, vision)
         with ExitStack() as stack:
@@ -137,14 +140,15 @@ class FaceAnalyzer:
                 stack.callback(embedder.close)
                 landmarker = create_landmarker(vision.backend, vision.models_dir, vision.threads)
                 stack.callback(landmarker.close)
-            detector = create_detector(
-                vision.backend,
-                vision.detector,
-                vision.models_dir,
-                vision.min_detection_score,
-                vision.max_faces,
-                vision.threads,
-            )
+            if detector is None:
+                detector = create_detector(
+                    vision.backend,
+                    vision.detector,
+                    vision.models_dir,
+                    vision.min_detection_score,
+                    vision.max_faces,
+                    vision.threads,
+                )
             stack.callback(detector.close)
             aligner = Aligner(
                 embedder.template,
