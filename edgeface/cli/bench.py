@@ -248,10 +248,10 @@ def _cell(value: object) -> str:
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
-    from edgeface.service.memory import limit_arenas
+    from edgeface.service.memory import tune_malloc
     from edgeface.tools.bench import BenchOptions, format_report, run_bench
 
-    limit_arenas()  # as ``edgeface run`` does, before the stage threads: the RSS figure is the daemon's
+    tune_malloc()  # as ``edgeface run`` does, before the stage threads: the RSS figure is the daemon's
     settings = _settings(args)
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")

@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from edgeface.service.daemon import Daemon
-    from edgeface.service.memory import limit_arenas
+    from edgeface.service.memory import tune_malloc
     from edgeface.service.signals import SignalStop
 
     overrides: dict[str, dict[str, Any]] = {}
@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     if not args.verbose:
         setup_logging(settings.logging.level, json_format=settings.logging.json_format)
-    limit_arenas()  # before any stage thread exists: see service.memory
+    tune_malloc()  # before any stage thread exists: see service.memory
     stop = threading.Event()
     # The handlers only flag the stop (no lock, see service.signals); teardown runs in the main thread.
     signals = SignalStop()
