@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from edgeface.liveness.passive import open_passive
     from edgeface.liveness.policy import uses_passive
     from edgeface.matching.enroll import enrollment_vision
-    from edgeface.service.memory import limit_arenas
+    from edgeface.service.memory import tune_malloc
     from edgeface.vision.backends import create_detector, create_landmarker
     from edgeface.vision.fused import create_embedder
 
-    limit_arenas()
+    tune_malloc()
     vision = settings.vision
 
     def detector(v: Any) -> Any:

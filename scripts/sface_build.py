@@ -25,7 +25,7 @@ import sface_tf
 import tensorflow as tf
 from door_calibration import door_fields
 from face_chips import augment
-from tflite_export import Measurement, Quantization, convert, cosine, measure
+from tflite_export import Measurement, Quantization, convert, cosine, float_depthwise, measure
 
 _LOGGER = logging.getLogger("build_models.sface")
 
@@ -80,6 +80,9 @@ def _entry(model_id: str, file: str, data: bytes, quantization: Quantization) ->
     if quantization == "int8-full":
         note = ("Full-integer post-training quantization (float32 in/out, int8 inside), calibrated on "
                 "ArcFace chips of registry photos with augmentations. " + _NOTE)
+    elif quantization == "dynamic-range":
+        note = ("Dynamic-range quantization: int8 convolution and fully connected weights, float32 depthwise "
+                "filters (0.5 % of the weights; XNNPACK has no int8-weight depthwise kernel). " + _NOTE)
     return {
         "id": model_id,
         "role": "embedder",
@@ -168,7 +171,7 @@ def build_sface(workdir: Path) -> SFaceBuild:
 
     models: dict[Quantization, bytes] = {
         "none": convert(embed, "none"),
-        "dynamic-range": convert(embed, "dynamic-range"),
+        "dynamic-range": float_depthwise(convert(embed, "dynamic-range")),
         "int8-full": convert(embed, "int8-full", sface_tf.normalise(calibration)),
     }
     measurements = {q: measure(m, q, normalised, check_reference) for q, m in models.items()}

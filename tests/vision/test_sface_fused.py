@@ -57,6 +57,23 @@ def test_manifest_describes_sface_as_the_build_wrote_it(models_dir: Path) -> Non
     assert spec.licence == "Apache-2.0"
 
 
+@pytest.mark.parametrize("model_id", [SFACE_FLOAT, SFACE_INT8])
+def test_sface_graph_keeps_to_the_ops_xnnpack_runs_whole(models_dir: Path, model_id: str) -> None:
+    # The shape the build gives SFace for memory and speed (docs/models.md): one PRELU op per PReLU,
+    # not five elementwise ops per activation, and no int8-weight depthwise filter, which XNNPACK
+    # cannot run and which split the graph into partitions.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(models_dir / f"{model_id}.tflite"))
+    ops = interpreter._get_ops_details()  # the only view of the graph that LiteRT's Python API offers
+    names = [op["op_name"] for op in ops]
+    assert names.count("PRELU") == 27 and "NEG" not in names, sorted(set(names))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    depthwise = [op for op in ops if op["op_name"] == "DEPTHWISE_CONV_2D"]
+    assert len(depthwise) == 13
+    assert {tensors[op["inputs"][1]]["dtype"] for op in depthwise} == {np.float32}
+
+
 def test_sface_on_the_runtime_path_tells_people_apart(models_dir: Path, face_image: ImageLoader) -> None:
     with FaceAnalyzer.from_config(VisionConfig(models_dir=models_dir, embedder=SFACE_INT8)) as analyzer:
         assert analyzer.aligner.points == "arcface5" and analyzer.aligner.size == 112
