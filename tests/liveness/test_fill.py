@@ -16,8 +16,8 @@ from edgeface.liveness.passive import PassiveLiveness
 from edgeface.vision.analyzer import FaceAnalyzer
 
 # An LFW View 1 photo whose corners the alignment filled black: the plain crops (the whole 250 px
-# image) are refused (fused score 0.27 < 0.35), the crops inside its picture are live (0.93).
-FILLED_LFW = "lfw/images/Abdullah_Gul/Abdullah_Gul_0010.jpg"
+# image) are refused (fused score 0.014 < 0.35), the crops inside its picture are live (0.999).
+FILLED_LFW = "lfw/images/Adolfo_Aguilar_Zinser/Adolfo_Aguilar_Zinser_0001.jpg"
 # dev/ photos whose dark parts touch the border (a black shirt that JPEG crushed to 0, a night-time
 # background, a dark suit): scene, not fill.
 DARK_EDGED = (
