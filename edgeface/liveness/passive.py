@@ -41,8 +41,8 @@ DEFAULT_MODELS = ("minifasnet_v2_2p7_float32", "minifasnet_v1se_4p0_float32")
 # print halftone and screen moire the models look for are gone, and the score is noise.
 MIN_FACE_PX = 32
 
-# ``too_close``: a still image's face so near its border fill that even a crop of the face box alone
-# would be mostly padding; the models would judge the padding, so no verdict is given.
+# ``too_close``: a still image's face so near its border fill that every crop, down to the face box
+# itself, is more than a tenth padding (``fill.MAX_FACE_FILL``): the models would judge the padding.
 PassiveReason = Literal["too_small", "too_close"]
 
 

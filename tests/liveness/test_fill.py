@@ -11,7 +11,7 @@ import pytest
 
 from edgeface.config import VisionConfig
 from edgeface.data import BBox, ImageArray
-from edgeface.liveness.fill import MAX_CROP_FILL, content_crop, crop_box, detect_fill
+from edgeface.liveness.fill import MAX_CROP_FILL, MAX_FACE_FILL, content_crop, crop_box, detect_fill
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.vision.analyzer import FaceAnalyzer
 
@@ -161,6 +161,22 @@ def test_a_face_cut_by_the_padding_is_not_judged(
     cut[:, : int(box.x0 + box.width / 2)] = 0  # padding over the left half of the face
     result = passive.check(cut, box, fill=detect_fill(cut))
     assert (result.live, result.score, result.reason) == (None, None, "too_close")
+
+
+def test_a_face_the_padding_only_clips_is_judged_on_its_least_padded_crop(
+    shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
+) -> None:
+    photo = _read(shared_data / "dev" / "barack_obama" / "fr_knn_train_obama_obama.jpg")
+    box = _largest(analyzer, photo)
+    cut = photo.copy()
+    cut[:, : int(box.x0 + box.width / 20)] = 0  # padding over a twentieth of the face box
+    fill = detect_fill(cut)
+    assert fill is not None
+    for scale in (2.7, 4.0):
+        crop = content_crop(fill, cut.shape[1], cut.shape[0], box, scale)
+        assert crop is not None and MAX_CROP_FILL < fill.crop_share(crop) <= MAX_FACE_FILL
+    result = passive.check(cut, box, fill=fill)
+    assert result.live is True and result.reason is None
 
 
 @pytest.mark.parametrize(
