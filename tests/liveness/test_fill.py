@@ -13,6 +13,7 @@ from edgeface.config import VisionConfig
 from edgeface.data import BBox, ImageArray
 from edgeface.liveness.fill import MAX_CROP_FILL, MAX_FACE_FILL, content_crop, crop_box, detect_fill
 from edgeface.liveness.passive import PassiveLiveness
+from edgeface.liveness.still import StillLiveness
 from edgeface.vision.analyzer import FaceAnalyzer
 
 # An LFW View 1 photo whose corners the alignment filled black: the plain crops (the whole 250 px
@@ -71,6 +72,15 @@ def test_a_filled_lfw_photo_is_judged_on_its_picture(
         assert crop is not None and fill.crop_share(crop) <= MAX_CROP_FILL
         x0, y0, x1, y1 = crop
         assert x0 <= box.x0 and y0 <= box.y0 and x1 >= box.x1 and y1 >= box.y1  # the face stays whole
+
+
+def test_the_liveness_verb_judges_a_filled_photo_on_its_picture(
+    shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
+) -> None:
+    # What the MQTT ``liveness`` command answers for the encoded file, as sent.
+    reply = StillLiveness(analyzer.locate, passive).judge((shared_data / FILLED_LFW).read_bytes(), "images[0]")
+    largest = reply["faces"][0]
+    assert largest["live"] is True and largest["reason"] is None and largest["score"] > 0.8
 
 
 def test_fill_free_photos_and_camera_frames_score_exactly_as_before(
