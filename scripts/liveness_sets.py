@@ -5,7 +5,7 @@
     python scripts/liveness_sets.py photos OUT [--data ../shared/data]
         three sets of bona fide photos, each OUT/<set>/real/: dev, lfw-clean and lfw-filled -- LFW View 1
         split by the black fill its alignment left (see ``alignment_fill``), which the passive model reads
-        as the dark surround of a replayed picture.
+        as the dark surround of a replayed picture unless the crops avoid it (``edgeface.liveness.fill``).
     python scripts/liveness_sets.py attacks OUT [--data ../shared/data] [--seed 1]
         fake/: synthetic print and screen attacks made from the dev/ photos and 200 LFW View 1 photos --
         stills, and moving ones (videos) -- plus real/: the photos they were made from, as stills.

@@ -53,6 +53,7 @@ def _open(settings: Settings) -> tuple[Any, Any]:
 
 
 def _liveness(args: argparse.Namespace) -> int:
+    from edgeface.liveness.fill import detect_fill
     from edgeface.vision.imageio import load_image
 
     settings = load_settings(args.config)
@@ -62,9 +63,11 @@ def _liveness(args: argparse.Namespace) -> int:
         for path in args.images:
             image = load_image(path)
             faces = []
-            for face in analyzer.locate(image):
+            found = analyzer.locate(image)
+            fill = detect_fill(image) if found else None
+            for face in found:
                 box = face.detection.bbox
-                verdict = passive.check(image, box)
+                verdict = passive.check(image, box, fill=fill)
                 faces.append(
                     {
                         "bbox": box.as_list(),
@@ -129,6 +132,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(ev.format_table(summary))
     print(
         f"not judged: {counts.no_face} without a face, {counts.too_small} faces too small, "
+        f"{counts.too_close} against the image's border fill, "
         f"{counts.unreadable} unreadable"
     )
     speed = ev.timing(evaluator.passive_ms)

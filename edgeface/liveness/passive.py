@@ -3,7 +3,9 @@
 Two MiniFASNet classifiers (Silent-Face, Apache-2.0) look at the face at two scales: one crop 2.7x
 the detector box (skin texture, the edge of a print or a bezel close to the face) and one 4.0x
 (the scene around the head: a hand holding a phone, a paper border). Each crop is centred on the
-box and shifted to stay inside the image (the scale shrinks when the image cannot hold it), resized
+box and shifted to stay inside the image (the scale shrinks when the image cannot hold it) and, for
+a still image with black border fill (rotation fill, letterbox bars: ``edgeface.liveness.fill``),
+inside the picture the same way, so the models judge the scene rather than the padding; resized
 to the model's input and fed as BGR 0..255. The fused score is the mean of the models' "live"
 probabilities; a face is live when it reaches the threshold.
 
@@ -24,6 +26,7 @@ import numpy as np
 from edgeface.config import LivenessConfig, VisionConfig
 from edgeface.data import BBox, ImageArray
 from edgeface.errors import ModelError
+from edgeface.liveness.fill import BorderFill, content_crop, crop_box
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.manifest import ModelSpec, load_manifest
 from edgeface.vision.runtime import TFLiteModel
@@ -38,7 +41,9 @@ DEFAULT_MODELS = ("minifasnet_v2_2p7_float32", "minifasnet_v1se_4p0_float32")
 # print halftone and screen moire the models look for are gone, and the score is noise.
 MIN_FACE_PX = 32
 
-PassiveReason = Literal["too_small"]
+# ``too_close``: a still image's face so near its border fill that every crop, down to the face box
+# itself, is more than a tenth padding (``fill.MAX_FACE_FILL``): the models would judge the padding.
+PassiveReason = Literal["too_small", "too_close"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,28 +53,6 @@ class PassiveResult:
     live: bool | None
     score: float | None
     reason: PassiveReason | None = None
-
-
-def crop_box(width: int, height: int, bbox: BBox, scale: float) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) inclusive: ``bbox`` scaled by ``scale`` about its centre, shifted inside the image.
-
-    The scale is first reduced to what the image can hold, so the crop never leaves the frame.
-    """
-    box_w, box_h = max(bbox.width, 1.0), max(bbox.height, 1.0)
-    scale = min((height - 1) / box_h, (width - 1) / box_w, scale)
-    new_w, new_h = box_w * scale, box_h * scale
-    cx, cy = bbox.x0 + box_w / 2.0, bbox.y0 + box_h / 2.0
-    x0, y0 = cx - new_w / 2.0, cy - new_h / 2.0
-    x1, y1 = cx + new_w / 2.0, cy + new_h / 2.0
-    if x0 < 0:
-        x1, x0 = x1 - x0, 0.0
-    if y0 < 0:
-        y1, y0 = y1 - y0, 0.0
-    if x1 > width - 1:
-        x0, x1 = x0 - (x1 - width + 1), float(width - 1)
-    if y1 > height - 1:
-        y0, y1 = y0 - (y1 - height + 1), float(height - 1)
-    return int(max(x0, 0)), int(max(y0, 0)), int(x1), int(y1)
 
 
 class _Model:
@@ -93,9 +76,21 @@ class _Model:
             raise ModelError(f"model file {path} ({spec.id}): input dtype {self._model.input_dtype}, expected float32")
         self._detail = outputs[0]
 
-    def crop(self, image: ImageArray, bbox: BBox) -> ImageArray:
-        """The model's input crop of ``image`` around ``bbox``, resized to its input size (BGR uint8)."""
-        x0, y0, x1, y1 = crop_box(image.shape[1], image.shape[0], bbox, self.scale)
+    def crop(self, image: ImageArray, bbox: BBox, fill: BorderFill | None = None) -> ImageArray | None:
+        """The model's input crop of ``image`` around ``bbox``, resized to its input size (BGR uint8).
+
+        With a still image's ``fill`` the crop is kept inside the picture (``content_crop``); None when
+        it cannot be.
+        """
+        width, height = image.shape[1], image.shape[0]
+        box = (
+            crop_box(width, height, bbox, self.scale)
+            if fill is None
+            else content_crop(fill, width, height, bbox, self.scale)
+        )
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
         size = (self.spec.input.width, self.spec.input.height)
         return np.asarray(cv2.resize(image[y0 : y1 + 1, x0 : x1 + 1], size), dtype=np.uint8)
 
@@ -133,23 +128,35 @@ class PassiveLiveness:
     def model_ids(self) -> tuple[str, ...]:
         return tuple(m.spec.id for m in self._models)
 
-    def crops(self, image_bgr: ImageArray, bbox: BBox) -> list[ImageArray]:
+    def crops(self, image_bgr: ImageArray, bbox: BBox, fill: BorderFill | None = None) -> list[ImageArray | None]:
         """Each model's input crop (for inspection and for the model build's checks)."""
         image = ensure_bgr(image_bgr)
-        return [m.crop(image, bbox) for m in self._models]
+        return [m.crop(image, bbox, fill) for m in self._models]
 
     def score(self, image_bgr: ImageArray, bbox: BBox) -> float | None:
-        """The fused live probability of the face in ``bbox``; None when the face is too small to judge."""
-        if min(bbox.width, bbox.height) < self.min_face_px:
-            return None
-        image = ensure_bgr(image_bgr)
-        return float(np.mean([m.live_probability(m.crop(image, bbox)) for m in self._models]))
+        """The fused live probability of the face in a camera frame; None when the face is too small to judge.
 
-    def check(self, image_bgr: ImageArray, bbox: BBox) -> PassiveResult:
-        """Live or not, with the fused score; ``reason='too_small'`` (and no verdict) for a face too small to judge."""
-        value = self.score(image_bgr, bbox)
-        if value is None:
+        Camera frames get no fill detection: a webcam's crushed blacks can be exactly 0, and the 4.0x
+        model needs that dark context to see a phone's bezel. Stills go through ``check``.
+        """
+        result = self.check(image_bgr, bbox, fill=None)
+        return result.score
+
+    def check(self, image_bgr: ImageArray, bbox: BBox, *, fill: BorderFill | None) -> PassiveResult:
+        """Live or not, with the fused score, or no verdict with the reason (``too_small``, ``too_close``).
+
+        ``fill`` is a still image's border fill (``edgeface.liveness.fill.detect_fill``, once per image)
+        or None for a camera frame, whose crops are then exactly ``crop_box``'s.
+        """
+        if min(bbox.width, bbox.height) < self.min_face_px:
             return PassiveResult(live=None, score=None, reason="too_small")
+        image = ensure_bgr(image_bgr)
+        crops = [m.crop(image, bbox, fill) for m in self._models]
+        if any(c is None for c in crops):
+            return PassiveResult(live=None, score=None, reason="too_close")
+        value = float(
+            np.mean([m.live_probability(c) for m, c in zip(self._models, crops, strict=True) if c is not None])
+        )
         return PassiveResult(live=value >= self.threshold, score=value)
 
 

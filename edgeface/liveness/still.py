@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeface.data import Face, ImageArray
 from edgeface.errors import CommandError, ImageError
+from edgeface.liveness.fill import detect_fill
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.vision.imageio import ImageTooLargeError, decode_image
 
@@ -35,9 +36,10 @@ class StillLiveness:
             raise CommandError("bad_request", f"{where}: {exc}") from exc
         faces = sorted(self._locate(bgr), key=lambda f: -f.detection.bbox.width * f.detection.bbox.height)
         out = []
+        fill = detect_fill(bgr) if faces else None  # a still's padding is not the scene: crops avoid it
         for face in faces:
             box = face.detection.bbox
-            result = self.passive.check(bgr, box)
+            result = self.passive.check(bgr, box, fill=fill)
             out.append(
                 {
                     "bbox": box.as_list(),

@@ -25,6 +25,7 @@ import numpy as np
 from edgeface.config import DecisionConfig, Settings
 from edgeface.data import BBox, Candidate, Face, ImageArray, Match
 from edgeface.errors import CommandError, ImageError
+from edgeface.liveness.fill import BorderFill, detect_fill
 from edgeface.liveness.policy import uses_passive
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.matcher import match
@@ -54,9 +55,9 @@ class PassiveResultLike(Protocol):
 
 
 class PassiveCheck(Protocol):
-    """A single-image (passive) liveness model: ``check(image_bgr, bbox)``."""
+    """A single-image (passive) liveness model: ``check(image_bgr, bbox, fill=...)``."""
 
-    def check(self, image_bgr: ImageArray, bbox: BBox) -> PassiveResultLike: ...
+    def check(self, image_bgr: ImageArray, bbox: BBox, *, fill: BorderFill | None) -> PassiveResultLike: ...
 
 
 def open_emotion(settings: Settings) -> EmotionClassifier | None:
@@ -207,8 +208,9 @@ class StillImages:
         with clock.stage("match"):
             matches = match(snapshot, np.stack([d.vector for d in described]), k) if described else []
         faces = []
+        fill = self._fill(bgr, clock)
         for d, found in zip(described, matches, strict=True):
-            face = self._face_json(bgr, d.aligned, clock)
+            face = self._face_json(bgr, d.aligned, clock, fill)
             reason_gate = gate(d.aligned.quality, self.decision)
             status, reason = classify(found, th)
             if reason_gate is not None:
@@ -306,7 +308,8 @@ class StillImages:
         with clock.stage("align"):
             aligned = sorted(self.analyzer.align(bgr, found), key=lambda a: -_area(a.face))
         self._require_faces(aligned, "image", clock)
-        faces = [self._face_json(bgr, a, clock, emotion=True) for a in aligned]
+        fill = self._fill(bgr, clock)
+        faces = [self._face_json(bgr, a, clock, fill, emotion=True) for a in aligned]
         return {
             "face_detected": True,
             "faces": len(faces),
@@ -363,7 +366,16 @@ class StillImages:
         negative = float(np.clip(scores[~positive].max(), -1.0, 1.0)) if (~positive).any() else -1.0
         return best, negative
 
-    def _face_json(self, bgr: ImageArray, a: AlignedFace, clock: Clock, *, emotion: bool = False) -> dict[str, Any]:
+    def _fill(self, bgr: ImageArray, clock: Clock) -> BorderFill | None:
+        """The image's border fill, once per image, for the passive check's crops (none without the check)."""
+        if self.liveness is None:
+            return None
+        with clock.stage("liveness"):
+            return detect_fill(bgr)
+
+    def _face_json(
+        self, bgr: ImageArray, a: AlignedFace, clock: Clock, fill: BorderFill | None, *, emotion: bool = False
+    ) -> dict[str, Any]:
         detection = a.face.detection
         out: dict[str, Any] = {
             "bbox": detection.bbox.as_list(),
@@ -372,7 +384,7 @@ class StillImages:
         }
         if self.liveness is not None:
             with clock.stage("liveness"):
-                result = self.liveness.check(bgr, detection.bbox)
+                result = self.liveness.check(bgr, detection.bbox, fill=fill)
             score = round(result.score, 4) if result.score is not None else None
             out["liveness"] = {"live": result.live, "score": score, "reason": result.reason}
         else:

@@ -31,6 +31,7 @@ from edgeface.config import Settings
 from edgeface.data import BBox, Face, ImageArray
 from edgeface.errors import EdgefaceError
 from edgeface.liveness.blink import BlinkCheck
+from edgeface.liveness.fill import detect_fill
 from edgeface.liveness.motion import MotionCheck
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.liveness.policy import (
@@ -94,6 +95,7 @@ class Counts:
 
     no_face: int = 0
     too_small: int = 0
+    too_close: int = 0  # a still's face against its border fill (edgeface.liveness.fill)
     unreadable: int = 0
 
 
@@ -128,12 +130,18 @@ class LivenessEvaluator:
         if not faces:
             self.counts.no_face += 1
         out = []
+        t0 = time.perf_counter()
+        fill = detect_fill(image) if faces else None  # photos are stills: their padding is not the scene
+        fill_ms = (time.perf_counter() - t0) * 1000.0
         for face in faces:
             t0 = time.perf_counter()
-            result = self.passive.check(image, face.detection.bbox)
-            self.passive_ms.append((time.perf_counter() - t0) * 1000.0)
+            result = self.passive.check(image, face.detection.bbox, fill=fill)
+            self.passive_ms.append((time.perf_counter() - t0) * 1000.0 + fill_ms / len(faces))
             if result.score is None:
-                self.counts.too_small += 1
+                if result.reason == "too_close":
+                    self.counts.too_close += 1
+                else:
+                    self.counts.too_small += 1
                 continue
             ratio = result.score / self.passive.threshold
             judged = Judged(sample.path, sample.label, "still", {"passive": ratio}, {"passive": result.live})
@@ -293,7 +301,12 @@ def report_json(
         "passive_models": list(passive.model_ids),
         "passive_threshold": passive.threshold,
         "summary": summarise(judged, passive.threshold),
-        "not_judged": {"no_face": counts.no_face, "too_small": counts.too_small, "unreadable": counts.unreadable},
+        "not_judged": {
+            "no_face": counts.no_face,
+            "too_small": counts.too_small,
+            "too_close": counts.too_close,
+            "unreadable": counts.unreadable,
+        },
         "items": [
             {"file": str(j.path), "label": j.label, "kind": j.kind, "scores": j.scores, "live": j.live} for j in judged
         ],

@@ -52,16 +52,16 @@ def test_the_live_sample_passes_and_both_fakes_fail(
     shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
 ) -> None:
     spoof = shared_data / "spoof"
-    live = passive.check(*_face(analyzer, spoof / "real" / "silentface_image_T1.jpg"))
+    live = passive.check(*_face(analyzer, spoof / "real" / "silentface_image_T1.jpg"), fill=None)
     assert live.live is True and live.score is not None and live.score > 0.9 and live.reason is None
     for name in ("silentface_image_F1.jpg", "silentface_image_F2.jpg"):  # a print, a phone screen
-        fake = passive.check(*_face(analyzer, spoof / "fake" / name))
+        fake = passive.check(*_face(analyzer, spoof / "fake" / name), fill=None)
         assert fake.live is False and fake.score is not None and fake.score < passive.threshold, name
 
 
 def test_dev_photos_of_people_pass(shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer) -> None:
     for path in sorted((shared_data / "dev" / "barack_obama").glob("*.jpg"))[:2]:
-        assert passive.check(*_face(analyzer, path)).live is True, path
+        assert passive.check(*_face(analyzer, path), fill=None).live is True, path
 
 
 def test_at_most_five_percent_of_the_dev_photos_faces_are_refused(
@@ -82,7 +82,7 @@ def test_at_most_five_percent_of_the_dev_photos_faces_are_refused(
 def test_a_face_too_small_for_the_crop_is_not_judged(passive: PassiveLiveness, samples_dir: Path) -> None:
     image = np.asarray(cv2.imread(str(samples_dir / "obama.jpg")), dtype=np.uint8)
     tiny = BBox(100.0, 100.0, 100.0 + MIN_FACE_PX - 1, 100.0 + MIN_FACE_PX - 1)
-    result = passive.check(image, tiny)
+    result = passive.check(image, tiny, fill=None)
     assert (result.live, result.score, result.reason) == (None, None, "too_small")
 
 
@@ -105,9 +105,7 @@ def test_int8_models_agree_with_float32_on_real_faces(
         assert a is not None and b is not None and abs(a - b) <= INT8_FUSED_DRIFT, (path, a, b)
 
 
-def test_int8_models_agree_with_float32_on_held_out_real_crops(
-    shared_data: Path, analyzer: FaceAnalyzer
-) -> None:
+def test_int8_models_agree_with_float32_on_held_out_real_crops(shared_data: Path, analyzer: FaceAnalyzer) -> None:
     # The dev/ photos the model build checks on and never calibrates with (every second one, sorted:
     # scripts/liveness_crops.py); each model's live probability, int8 file against float32 file.
     photos = sorted(p for p in (shared_data / "dev").rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
