@@ -162,13 +162,19 @@ def test_dark_scenery_at_the_edge_is_not_fill_and_editor_bars_are(shared_data: P
         assert fill is not None and 0.5 < fill.share < 0.55, size
 
 
-def test_a_face_cut_by_the_padding_is_not_judged(
-    shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
-) -> None:
+def _padded_over_face(shared_data: Path, analyzer: FaceAnalyzer, share: float) -> tuple[ImageArray, BBox]:
+    """A dev/ photo with black padding from its left edge over ``share`` of its largest face's width."""
     photo = _read(shared_data / "dev" / "barack_obama" / "fr_knn_train_obama_obama.jpg")
     box = _largest(analyzer, photo)
     cut = photo.copy()
-    cut[:, : int(box.x0 + box.width / 2)] = 0  # padding over the left half of the face
+    cut[:, : int(box.x0 + box.width * share)] = 0
+    return cut, box
+
+
+def test_a_face_cut_by_the_padding_is_not_judged(
+    shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
+) -> None:
+    cut, box = _padded_over_face(shared_data, analyzer, 0.5)
     result = passive.check(cut, box, fill=detect_fill(cut))
     assert (result.live, result.score, result.reason) == (None, None, "too_close")
 
@@ -176,10 +182,7 @@ def test_a_face_cut_by_the_padding_is_not_judged(
 def test_a_face_the_padding_only_clips_is_judged_on_its_least_padded_crop(
     shared_data: Path, passive: PassiveLiveness, analyzer: FaceAnalyzer
 ) -> None:
-    photo = _read(shared_data / "dev" / "barack_obama" / "fr_knn_train_obama_obama.jpg")
-    box = _largest(analyzer, photo)
-    cut = photo.copy()
-    cut[:, : int(box.x0 + box.width / 20)] = 0  # padding over a twentieth of the face box
+    cut, box = _padded_over_face(shared_data, analyzer, 0.05)
     fill = detect_fill(cut)
     assert fill is not None
     for scale in (2.7, 4.0):
