@@ -25,11 +25,11 @@ layer's rounding (up or down, per weight) is learned instead, on the calibration
 - AdaRound's rectified-sigmoid relaxation (Nagel et al. 2020, zeta 1.1, gamma -0.1) with its regulariser
   ``sum(1 - |2h - 1|^beta)``, beta annealed from 20 to 2 after a warm-up, then hard rounding;
 - each channel's largest weight keeps its nearest rounding (+-127), so the converter computes the same
-  per-channel scale and re-quantizes the written weights (exactly ``s * q``, unfolded back through the
-  batch norm) to the same integers.
+  per-channel scale and re-quantizes the written weights (``s * q`` divided back by the batch norm scale,
+  which the translation folds in again to within float32 rounding) to the same integers.
 
-Depthwise filters are not rounded: the export dequantizes them back to float32
-(``tflite_export.float_depthwise``). Everything is deterministic: fixed seed, fixed order, CPU float64.
+Depthwise filters are not rounded: ``float_depthwise`` dequantizes them after conversion and
+``exact_depthwise`` puts the float32 filters back. Nothing is random: fixed order, CPU float64.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ BETA = (20.0, 2.0)
 LEARNING_RATE = 1e-2
 REGULARISER = 0.01
 BATCH = 64
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,6 @@ def learn_rounding(
 
 def round_weights(net: MiniFASNet, calibration_bgr: Array) -> tuple[MiniFASNet, list[LayerResult]]:
     """A copy of ``net`` whose quantized layers hold learned-rounding int8 weights (as float ``s * q``)."""
-    torch.manual_seed(SEED)
     rounded = copy.deepcopy(net).eval()
     crops = torch.from_numpy(np.ascontiguousarray(calibration_bgr.transpose(0, 3, 1, 2))).float()
     results = []
