@@ -52,22 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     from edgeface.liveness.policy import uses_passive
     from edgeface.matching.enroll import enrollment_vision
     from edgeface.service.memory import tune_malloc
-    from edgeface.vision.backends import create_detector, create_landmarker
+    from edgeface.vision.backends import create_landmarker, detector_for
     from edgeface.vision.fused import create_embedder
 
     tune_malloc()
     vision = settings.vision
 
-    def detector(v: Any) -> Any:
-        return create_detector(v.backend, v.detector, v.models_dir, v.min_detection_score, v.max_faces, v.threads)
-
-    step(f"detector ({vision.detector} range)", lambda: detector(vision))
+    step(f"detector ({vision.detector} range)", lambda: detector_for(vision))
     step("landmarker (FaceMesh)", lambda: create_landmarker(vision.backend, vision.models_dir, vision.threads))
     step(f"embedder ({vision.embedder})", lambda: create_embedder(vision.models_dir, vision.embedder, vision.threads))
     if uses_passive(settings.liveness.mode):
         models = " + ".join(settings.liveness.passive_models)
         step(f"passive liveness ({models})", lambda: open_passive(settings.liveness, vision))
-    step("command thread's full-range detector (at its first request)", lambda: detector(enrollment_vision(vision)))
+    step("command thread's full-range detector (at its first request)", lambda: detector_for(enrollment_vision(vision)))
 
     print("| step | adds MB | resident MB |")
     print("|---|---:|---:|")

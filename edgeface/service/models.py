@@ -18,7 +18,7 @@ from edgeface.liveness.policy import uses_passive
 from edgeface.matching.enroll import enrollment_vision
 from edgeface.service.still import open_emotion
 from edgeface.vision.analyzer import FaceAnalyzer
-from edgeface.vision.backends import create_detector
+from edgeface.vision.backends import detector_for
 from edgeface.vision.detect import MODEL_IDS, Detector
 from edgeface.vision.emotion import EmotionClassifier
 from edgeface.vision.manifest import load_manifest, model_path
@@ -46,10 +46,7 @@ class OnDemandDetector:
         """Faces sorted by score (best first), loading the model first if this is the first request."""
         with self._lock:
             if self._detector is None:
-                v = self._vision
-                self._detector = create_detector(
-                    v.backend, v.detector, v.models_dir, v.min_detection_score, v.max_faces, v.threads
-                )
+                self._detector = detector_for(self._vision)
             detector = self._detector
         return detector.detect(image_bgr)
 

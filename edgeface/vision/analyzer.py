@@ -20,7 +20,7 @@ from typing import Protocol
 from edgeface.config import VisionConfig
 from edgeface.data import Detection, Embedding, Face, ImageArray, Landmarks, Quality
 from edgeface.vision.align import Aligner
-from edgeface.vision.backends import create_detector, create_landmarker
+from edgeface.vision.backends import create_landmarker, detector_for
 from edgeface.vision.detect import Detector
 from edgeface.vision.embed import Runner, in_order
 from edgeface.vision.fused import AnyEmbedder, create_embedder
@@ -141,14 +141,7 @@ class FaceAnalyzer:
                 landmarker = create_landmarker(vision.backend, vision.models_dir, vision.threads)
                 stack.callback(landmarker.close)
             if detector is None:
-                detector = create_detector(
-                    vision.backend,
-                    vision.detector,
-                    vision.models_dir,
-                    vision.min_detection_score,
-                    vision.max_faces,
-                    vision.threads,
-                )
+                detector = detector_for(vision)
             stack.callback(detector.close)
             aligner = Aligner(
                 embedder.template,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from edgeface.config import VisionConfig
 from edgeface.vision.detect import MODEL_IDS, Detector, LiteRTDetector, Range
 from edgeface.vision.landmarks import MODEL_ID, Landmarker, LiteRTLandmarker
 from edgeface.vision.mp_backend import MediapipeDetector, MediapipeLandmarker
@@ -29,6 +30,13 @@ def create_detector(
     if backend == "mediapipe":
         return MediapipeDetector(detector, min_score, max_faces)
     return LiteRTDetector(models_dir, MODEL_IDS[detector], min_score, max_faces, threads)
+
+
+def detector_for(vision: VisionConfig) -> Detector:
+    """The detector ``vision`` configures: its backend, range, score floor, face cap and threads."""
+    return create_detector(
+        vision.backend, vision.detector, vision.models_dir, vision.min_detection_score, vision.max_faces, vision.threads
+    )
 
 
 def create_landmarker(backend: Backend, models_dir: Path, threads: int = 1) -> Landmarker:
