@@ -1,14 +1,13 @@
-"""Learned int8 weight rounding (AdaRound) for the MiniFASNet rebuild, measured against its dynamic-range export.
+"""Learned int8 weight rounding (AdaRound) for the MiniFASNet rebuild: the liveness models' int8 files use it.
 
-Usage (in a venv with ``pip install -e .[models]``; reads ``../shared/data`` or ``EDGEFACE_DATA``, ~5 minutes
-per model on 2 cores)::
+``round_weights`` is a build step (``liveness_models.py``: the "int8-weights" files). Run alone (in a venv with
+``pip install -e .[models]``; reads ``../shared/data`` or ``EDGEFACE_DATA``, ~5 minutes per model on 2 cores)::
 
     python scripts/adaround.py
 
-prints, per liveness model, max |dp| against the PyTorch rebuild on the build's held-out crops for nearest and
-learned rounding (weights alone in PyTorch; dynamic-range TFLite with float depthwise filters) and ms per crop.
-It is a measurement, not a build step: on these networks learned rounding does not bring the dynamic-range
-files within the 0.02 target (docs/models.md), so ``build_models.py`` does not use it.
+it prints, per liveness model, max |dp| against the PyTorch rebuild on the build's held-out crops for nearest and
+learned rounding (weights alone in PyTorch; dynamic-range TFLite with float depthwise filters) and ms per crop:
+the measurement behind the choice of float32 activations for the int8 files (docs/models.md).
 
 The TFLite dynamic-range converter stores every convolution and matrix of 1,024 weights or more
 (``MIN_QUANTIZED``) as int8 on a per-output-channel symmetric grid, scale = max|w| / 127, after the batch

@@ -33,9 +33,9 @@ from edgeface.vision.runtime import TFLiteModel
 
 _LOGGER = logging.getLogger(__name__)
 
-# The float32 pair: the int8 exports drift further from the source network than the build allows (up to
-# 0.1 on a live probability; docs/models.md) for 0.2 ms saved per model; a crop costs about 1 ms per
-# model on x86.
+# The float32 pair. The int8 files compute in float32 too (their int8 weights are dequantized when the
+# model is prepared: docs/models.md), so they run at the same ~1 ms per crop on x86, hold 3 MB more while
+# loaded (the dequantized copies) and move the fused score by up to 0.011; they save only file size.
 DEFAULT_MODELS = ("minifasnet_v2_2p7_float32", "minifasnet_v1se_4p0_float32")
 # A face box narrower than this (pixels) is upscaled more than 2x into the 2.7x crop's 80 px: the
 # print halftone and screen moire the models look for are gone, and the score is noise.
