@@ -52,6 +52,15 @@ class MarginStats:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """A threshold and its false and true accept rates on the calibration pairs."""
+
+    threshold: float
+    far: float
+    tar: float
+
+
+@dataclass(frozen=True, slots=True)
 class Calibration:
     """Recommended decision defaults of one embedder and what they were measured on."""
 
@@ -69,9 +78,7 @@ class Calibration:
     margin: MarginStats
     method: str
     # The embedder's threshold in use, scored on the same pairs: is it still a door's operating point here?
-    current: float | None = None
-    current_far: float | None = None
-    current_tar: float | None = None
+    in_use: OperatingPoint | None = None
 
 
 def _round_up(value: float) -> float:
@@ -154,7 +161,7 @@ def calibrate(
     genuine = pair_scores[same]
     in_band = float(np.mean((genuine >= unknown) & (genuine < match)))
     margin = _margin(scores, labels, match)
-    current_far, current_tar = metrics.rates_at(pair_scores, same, current) if current is not None else (None, None)
+    in_use = OperatingPoint(current, *metrics.rates_at(pair_scores, same, current)) if current is not None else None
     return Calibration(
         images=len(labels),
         identities=len(set(labels)),
@@ -174,20 +181,15 @@ def calibrate(
             f"{100 * MARGIN_COST:g}th percentile of the right person's lead over the next on {MARGIN_GALLERIES} "
             f"galleries of {DOOR_GALLERY} persons (first photo each)"
         ),
-        current=current,
-        current_far=current_far,
-        current_tar=current_tar,
+        in_use=in_use,
     )
 
 
 def format_calibration(model_id: str, c: Calibration) -> list[str]:
     """Report lines for one model."""
     m = c.margin
-    current = (
-        [f"  threshold in use {c.current:.3f}: FAR {c.current_far:.2e}, TAR {c.current_tar:.4f}"]
-        if c.current is not None and c.current_far is not None and c.current_tar is not None
-        else []
-    )
+    p = c.in_use
+    current = [f"  threshold in use {p.threshold:.3f}: FAR {p.far:.2e}, TAR {p.tar:.4f}"] if p is not None else []
     return [
         f"{model_id}: calibration on {c.images} photos of {c.identities} persons "
         f"({c.genuine_pairs} same-person, {c.impostor_pairs} different-person pairs)",

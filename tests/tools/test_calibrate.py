@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeface.tools.calibrate import calibrate
+from edgeface.tools.calibrate import OperatingPoint, calibrate
 
 LABELS = ["a", "a", "b", "b", "c", "c"]
 # Upper triangle; sorted: .95 G, .90 G, .85 I, .80 G, .75 I, .70 I, .65 I, .60 I, .55 I, ...
@@ -37,16 +37,16 @@ def test_thresholds_band_and_margin_by_hand() -> None:
     assert m.margin == pytest.approx(0.2)
     assert m.named_right == 3 * 20 and m.named_wrong == 0  # 20 draws of the same 3-person gallery
     assert (m.strangers, m.strangers_named, m.caught_by_margin) == (0, 0, 0)
-    assert c.current is None and c.current_far is None
+    assert c.in_use is None
 
 
 def test_the_threshold_in_use_is_scored_on_the_same_pairs() -> None:
     # At .70: impostors .85, .75, .70 accepted (3 of 12); genuine .95, .90, .80 all accepted.
     c = calibrate(_matrix(), LABELS, door_far=0.1, stranger_far=0.3, current=0.70)
-    assert (c.current, c.current_far, c.current_tar) == (0.70, pytest.approx(3 / 12), 1.0)
+    assert c.in_use == OperatingPoint(0.70, pytest.approx(3 / 12), 1.0)
     # At .90: no impostor, two of three genuine pairs.
     c = calibrate(_matrix(), LABELS, door_far=0.1, stranger_far=0.3, current=0.90)
-    assert (c.current_far, c.current_tar) == (0.0, pytest.approx(2 / 3))
+    assert c.in_use is not None and (c.in_use.far, c.in_use.tar) == (0.0, pytest.approx(2 / 3))
 
 
 def test_a_face_missing_never_matches() -> None:
