@@ -59,7 +59,7 @@ from edgeface.service.broker import BrokerAddress, open_link, open_verifier, sta
 from edgeface.service.device import Device
 from edgeface.service.events import DeviceEvents, open_retained
 from edgeface.service.health import Health, SourceStatus
-from edgeface.service.memory import release_memory
+from edgeface.service.memory import release_memory, release_startup_pages
 from edgeface.service.models import ModelCache, Models
 from edgeface.service.reload import ConfigReload, FileWatcher
 from edgeface.service.signals import SignalStop
@@ -141,6 +141,7 @@ class Daemon:
                 self._start(stack)
                 self.notifier.ready(self.health.status_line())
                 _LOGGER.info("edgeface %s ready: device %s", __version__, self.settings.device.id)
+                release_startup_pages()  # on this thread, the only one that closes models: see service.memory
                 self._supervise()
                 self.notifier.stopping()
                 _LOGGER.info("stopping")
