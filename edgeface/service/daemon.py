@@ -30,13 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeface import __version__
 from edgeface.config import Settings
 from edgeface.errors import EdgefaceError, storage_error
-from edgeface.fleet.replicator import Replicator
-from edgeface.fleet.service import start_replicator
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.liveness.policy import build_policy
 from edgeface.liveness.still import StillLiveness
@@ -68,6 +66,9 @@ from edgeface.service.supervise import supervise
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
+
+if TYPE_CHECKING:
+    from edgeface.fleet.replicator import Replicator
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -327,6 +328,8 @@ class Daemon:
         """Replication of the database with the fleet through the broker (``fleet.enabled``)."""
         if not self.settings.fleet.enabled:
             return
+        from edgeface.fleet.service import start_replicator  # here: a device outside a fleet holds none of it
+
         self.replicator = start_replicator(
             self.settings,
             self.db,

@@ -114,3 +114,16 @@ def test_smaps_parser_reads_each_mapping_and_its_counters() -> None:
     assert maps[0].counters == {"Size": 2048, "Rss": 512, "Private_Dirty": 0, "Shared_Dirty": 0, "Anonymous": 0}
     # Only the clean code pages qualify: not the relocated segment, anonymous memory or a device.
     assert [m.clean_file_pages for m in maps] == [True, False, False, False]
+
+
+def test_the_daemon_and_its_cli_import_no_fleet_code_until_a_fleet_is_configured() -> None:
+    # A fresh interpreter: this test process may hold the fleet modules already.
+    script = (
+        "import sys\n"
+        "from edgeface.cli import _build_parser\n"
+        "_build_parser()\n"
+        "import edgeface.service.daemon\n"
+        "print(sorted(m for m in sys.modules if m.startswith('edgeface.fleet')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
