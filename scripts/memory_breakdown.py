@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         models = " + ".join(settings.liveness.passive_models)
         step(f"passive liveness ({models})", lambda: open_passive(settings.liveness, vision))
     step("command thread's full-range detector (at its first request)", lambda: detector_for(enrollment_vision(vision)))
-    step("start-up pages released (as the daemon does once ready)", release_startup_pages)
+    step("start-up pages released (as the daemon does before its frames flow)", release_startup_pages)
 
     print("| step | adds MB | resident MB |")
     print("|---|---:|---:|")

@@ -142,7 +142,6 @@ class Daemon:
                 self._start(stack)
                 self.notifier.ready(self.health.status_line())
                 _LOGGER.info("edgeface %s ready: device %s", __version__, self.settings.device.id)
-                release_startup_pages()  # on this thread, the only one that closes models: see service.memory
                 self._supervise()
                 self.notifier.stopping()
                 _LOGGER.info("stopping")
@@ -341,6 +340,9 @@ class Daemon:
         stack.callback(self.replicator.stop)
 
     def _start_capture(self, stack: contextlib.ExitStack) -> None:
+        # Start-up is over once the frames flow: its pages go before the run's own come in (service.memory).
+        # This thread is the only one that closes models, as release_startup_pages needs.
+        release_startup_pages()
         self.pipeline.start()
         stack.callback(self.pipeline.shutdown)
 

@@ -21,11 +21,12 @@ and read-only data that only start-up ran: each extension module's initialisatio
 registering its bindings, OpenSSL loading its providers, LiteRT preparing every kind of operator),
 and FFmpeg trying every demuxer's probe on the first open. They stay mapped, and counted as
 resident, until the kernel runs short of memory. ``release_startup_pages`` hands them back to the
-page cache once the device is ready; the code the pipeline runs comes back at its next use as minor
-faults (no disk read while the page cache holds it; measured: no change in fps). The kernel's
-figure of available memory does not move -- it counts the page cache as available either way --
-but the process's RSS (what ``ps``, systemd and the OOM killer's score see) then holds its working
-set, and the released pages are reclaimed without unmapping them from a live process.
+page cache once the device is built, before its frames flow; the code the pipeline runs comes back
+at its next use as minor faults (no disk read while the page cache holds it; measured: no change
+in fps). The kernel's figure of available memory does not move -- it counts the page cache as
+available either way -- but the process's RSS (what ``ps``, systemd and the OOM killer's score see)
+then holds its working set, and the released pages are reclaimed without unmapping them from a
+live process.
 """
 
 from __future__ import annotations

@@ -218,8 +218,8 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
             tracker=settings.tracker,
             pipeline=settings.pipeline,
         )
-        # Everything is started here, as when the daemon is ready: the start-up pages go, as there. The
-        # gallery then comes in as enrollments into a running daemon do, and the run pays for what faults back.
+        # Everything is started, as the daemon is when its capture starts: the start-up pages go, as there.
+        # The gallery then comes in as enrollments into a running daemon do; the run pays for what faults back.
         release_startup_pages()
         enrolled = _enrol(db, analyzer, options.gallery)
         lookup = SnapshotLookup.over(db, settings.decision.top_k)
