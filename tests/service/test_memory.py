@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from edgeface.service.memory import _mappings
+from tests.conftest import Broker, replay_folder
 
 # A large block freed first (glibc then lifts its thresholds to that size), then 12 MB in 256 KiB
 # blocks freed: how much of those 12 MB stays resident?
@@ -127,3 +132,39 @@ def test_the_daemon_and_its_cli_import_no_fleet_code_until_a_fleet_is_configured
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps and madvise are Linux")
+def test_the_daemon_releases_its_startup_pages_before_it_reports_ready(
+    tmp_path: Path, samples_dir: Path, mosquitto: Broker
+) -> None:
+    config = tmp_path / "edgeface.toml"
+    config.write_text(
+        f'[device]\nstate_dir = "{tmp_path}"\n'
+        f'[source]\nuri = "{replay_folder(tmp_path, samples_dir, "obama.jpg")}"\nrealtime = true\nloop = true\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeface", "-v", "run", "--quiet", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    released: list[int] = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:  # the daemon logs a line at least every status period: never blocks for long
+            if (found := re.search(r"released (\d+) kB of clean file-backed pages", line)) is not None:
+                released.append(int(found.group(1)))
+            if " ready: device " in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    # Once, before READY, and worth it: OpenCV's, numpy's and LiteRT's start-up pages alone are tens of MB.
+    assert len(released) == 1 and released[0] > 16 * 1024, released
