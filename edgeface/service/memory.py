@@ -131,9 +131,11 @@ def _mapping(head: list[str], counters: dict[str, int]) -> _Mapping:
 def release_startup_pages() -> int:
     """Give this process's resident clean file-backed pages back to the page cache; kB released (0 off Linux).
 
-    Call it from the thread that owns the models once start-up is over: no file mapping may be unmapped
-    while it runs (in this process only closing a model unmaps one), since ``madvise(MADV_DONTNEED)``
-    on a range that meanwhile held something else would discard that.
+    Call it from the thread that owns the models once start-up is over. No other thread may map or
+    unmap files while it runs (close a model, load a shared library: the loader maps a library's
+    writable segments over its first mapping), since ``madvise(MADV_DONTNEED)`` on a range that
+    meanwhile held something else would discard that. Where the daemon and ``bench`` call it, the
+    threads already running are the MQTT client's, the broker's and the idle command worker's.
     """
     advice = getattr(mmap, "MADV_DONTNEED", None)
     if not sys.platform.startswith("linux") or advice is None:
