@@ -172,6 +172,9 @@ class Daemon:
         self._start_health(started_at)
         self._start_commands(stack)
         self._start_controls()
+        # Every part is built: start-up's pages go before the run's own come in, and before the device
+        # shows as online (service.memory; this thread is the only one that closes models, as it needs).
+        release_startup_pages()
         self._connect(address)
         self._start_fleet(stack, address)
         self._start_capture(stack)
@@ -340,9 +343,6 @@ class Daemon:
         stack.callback(self.replicator.stop)
 
     def _start_capture(self, stack: contextlib.ExitStack) -> None:
-        # Start-up is over once the frames flow: its pages go before the run's own come in (service.memory).
-        # This thread is the only one that closes models, as release_startup_pages needs.
-        release_startup_pages()
         self.pipeline.start()
         stack.callback(self.pipeline.shutdown)
 
