@@ -30,13 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeface import __version__
 from edgeface.config import Settings
 from edgeface.errors import EdgefaceError, storage_error
-from edgeface.fleet.replicator import Replicator
-from edgeface.fleet.service import start_replicator
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.liveness.policy import build_policy
 from edgeface.liveness.still import StillLiveness
@@ -59,7 +57,7 @@ from edgeface.service.broker import BrokerAddress, open_link, open_verifier, sta
 from edgeface.service.device import Device
 from edgeface.service.events import DeviceEvents, open_retained
 from edgeface.service.health import Health, SourceStatus
-from edgeface.service.memory import release_memory
+from edgeface.service.memory import release_memory, release_startup_pages
 from edgeface.service.models import ModelCache, Models
 from edgeface.service.reload import ConfigReload, FileWatcher
 from edgeface.service.signals import SignalStop
@@ -68,6 +66,9 @@ from edgeface.service.supervise import supervise
 from edgeface.service.systemd import Notifier
 from edgeface.sources.base import FrameSource, open_source
 from edgeface.vision.analyzer import FaceAnalyzer
+
+if TYPE_CHECKING:
+    from edgeface.fleet.replicator import Replicator
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -171,6 +172,9 @@ class Daemon:
         self._start_health(started_at)
         self._start_commands(stack)
         self._start_controls()
+        # Every part is built: start-up's pages go before the run's own come in, and before the device
+        # shows as online (service.memory; this thread is the only one that closes models, as it needs).
+        release_startup_pages()
         self._connect(address)
         self._start_fleet(stack, address)
         self._start_capture(stack)
@@ -326,6 +330,8 @@ class Daemon:
         """Replication of the database with the fleet through the broker (``fleet.enabled``)."""
         if not self.settings.fleet.enabled:
             return
+        from edgeface.fleet.service import start_replicator  # here: a device outside a fleet holds none of it
+
         self.replicator = start_replicator(
             self.settings,
             self.db,
