@@ -23,10 +23,12 @@ and FFmpeg trying every demuxer's probe on the first open. They stay mapped, and
 resident, until the kernel runs short of memory. ``release_startup_pages`` hands them back to the
 page cache once the device is built, before its frames flow; the code the pipeline runs comes back
 at its next use as minor faults (no disk read while the page cache holds it; measured: no change
-in fps). The kernel's figure of available memory does not move -- it counts the page cache as
-available either way -- but the process's RSS (what ``ps``, systemd and the OOM killer's score see)
-then holds its working set, and the released pages are reclaimed without unmapping them from a
-live process.
+in fps). This moves accounting, not memory: the kernel's figure of available memory does not move
+(it counts the page cache as available either way), nor does systemd's ``MemoryCurrent`` (the
+unit's cgroup is still charged for those cached pages until they are reclaimed); the anonymous
+memory is untouched. What changes is the process's RSS (what ``ps``/``top`` and the OOM killer's
+score see), which then holds its working set, and the released pages are reclaimed without
+unmapping them from a live process.
 """
 
 from __future__ import annotations
