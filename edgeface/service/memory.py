@@ -37,11 +37,11 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import mmap
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from edgeface.pages import can_drop_pages, drop_pages
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -139,21 +139,16 @@ def release_startup_pages() -> int:
     meanwhile held something else would discard that. Where the daemon and ``bench`` call it, the
     threads already running are the MQTT client's, the broker's and the idle command worker's.
     """
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if not sys.platform.startswith("linux") or advice is None:
+    if not can_drop_pages():
         return 0
     try:
         with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
             text = fh.read()
-        libc = ctypes.CDLL(None, use_errno=True)
-        madvise = libc.madvise
-    except (OSError, AttributeError):
+    except OSError:
         return 0
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
     released = 0
     for mapping in _mappings(text):
-        if mapping.clean_file_pages and madvise(mapping.start, mapping.end - mapping.start, advice) == 0:
+        if mapping.clean_file_pages and drop_pages(mapping.start, mapping.end, mapping.path):
             released += mapping.counters["Rss"]
     _LOGGER.debug("released %d kB of clean file-backed pages", released)
     return released

@@ -12,11 +12,8 @@ operators XNNPACK does not take, yet they stay resident: 20 MB of the default mo
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import mmap
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeface.errors import ModelError
+from edgeface.pages import can_drop_pages, drop_pages
 from edgeface.vision.manifest import ModelSpec, model_path
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,18 +37,13 @@ def release_file_pages(path: Path) -> int:
     pages would discard them. Returns 0 where there is no ``/proc/self/maps`` or no madvise
     (not Linux), and when the runtime read the file into its own heap instead of mapping it.
     """
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if not sys.platform.startswith("linux") or advice is None:
+    if not can_drop_pages():
         return 0
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        madvise = libc.madvise
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
             lines = fh.readlines()
-    except (OSError, AttributeError):
+    except OSError:
         return 0
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
     target = os.path.realpath(path)
     advised = 0
     for line in lines:
@@ -59,10 +52,8 @@ def release_file_pages(path: Path) -> int:
         if len(fields) < 6 or fields[5] != target or "w" in fields[1]:
             continue
         start, end = (int(part, 16) for part in fields[0].split("-"))
-        if madvise(start, end - start, advice) == 0:
+        if drop_pages(start, end, target):
             advised += end - start
-        else:
-            _LOGGER.debug("madvise on %s failed: %s", target, os.strerror(ctypes.get_errno()))
     return advised
 
 
