@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from minifasnet import BN_EPS, MiniFASNet, build_function, load_torch, torch_probabilities
+from tflite_export import read_graph, write_graph
 from torch import nn
 
 Array = npt.NDArray[Any]
@@ -224,12 +225,10 @@ def exact_depthwise(model: bytes, float_model: bytes) -> bytes:
     float32 ones, so the depthwise layers carry no rounding at all.
     """
     from tensorflow.lite.python import schema_py_generated as schema  # models extra only
-    from tensorflow.lite.tools import flatbuffer_utils
 
-    trees = [flatbuffer_utils.convert_bytearray_to_object(bytearray(m)) for m in (model, float_model)]
+    graphs = [read_graph(m) for m in (model, float_model)]
     filters = []
-    for tree in trees:
-        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in tree.operatorCodes]
+    for tree, codes in graphs:
         graph = tree.subgraphs[0]
         filters.append([graph.tensors[op.inputs[1]] for op in graph.operators
                         if codes[op.opcodeIndex] == schema.BuiltinOperator.DEPTHWISE_CONV_2D])
@@ -238,8 +237,8 @@ def exact_depthwise(model: bytes, float_model: bytes) -> bytes:
     for mine, theirs in zip(*filters, strict=True):
         if list(mine.shape) != list(theirs.shape) or mine.type != schema.TensorType.FLOAT32:
             raise ValueError(f"depthwise filter {list(mine.shape)} is not a float32 copy of {list(theirs.shape)}")
-        trees[0].buffers[mine.buffer].data = trees[1].buffers[theirs.buffer].data
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(trees[0]))
+        graphs[0][0].buffers[mine.buffer].data = graphs[1][0].buffers[theirs.buffer].data
+    return write_graph(graphs[0][0])
 
 
 def main() -> None:

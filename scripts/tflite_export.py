@@ -54,6 +54,21 @@ def convert(
         return bytes(converter.convert())
 
 
+def read_graph(model: bytes) -> tuple[Any, list[int]]:
+    """A TFLite flatbuffer as its mutable object tree, and the builtin op of each of its operator codes."""
+    from tensorflow.lite.tools import flatbuffer_utils  # models extra only
+
+    tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    return tree, [max(c.builtinCode, c.deprecatedBuiltinCode) for c in tree.operatorCodes]
+
+
+def write_graph(tree: Any) -> bytes:
+    """The flatbuffer of an object tree from ``read_graph``."""
+    from tensorflow.lite.tools import flatbuffer_utils  # models extra only
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+
+
 def float_depthwise(model: bytes) -> bytes:
     """``model`` with every int8 depthwise filter of a dynamic-range graph dequantized back to float32.
 
@@ -65,10 +80,8 @@ def float_depthwise(model: bytes) -> bytes:
     the float model (those layers are no longer rounded).
     """
     from tensorflow.lite.python import schema_py_generated as schema  # models extra only
-    from tensorflow.lite.tools import flatbuffer_utils
 
-    tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in tree.operatorCodes]
+    tree, codes = read_graph(model)
     for graph in tree.subgraphs:
         for op in graph.operators:
             if codes[op.opcodeIndex] != schema.BuiltinOperator.DEPTHWISE_CONV_2D:
@@ -85,7 +98,7 @@ def float_depthwise(model: bytes) -> bytes:
             buffer.data = np.frombuffer(w.tobytes(), dtype=np.uint8)
             tensor.type = schema.TensorType.FLOAT32
             tensor.quantization = None
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+    return write_graph(tree)
 
 
 def dequantized_weights(model: bytes) -> bytes:
@@ -99,12 +112,10 @@ def dequantized_weights(model: bytes) -> bytes:
     float32's speed. The weights keep their per-channel scales; nothing is re-rounded.
     """
     from tensorflow.lite.python import schema_py_generated as schema  # models extra only
-    from tensorflow.lite.tools import flatbuffer_utils
 
     weighted = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
                 schema.BuiltinOperator.FULLY_CONNECTED}
-    tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in tree.operatorCodes]
+    tree, codes = read_graph(model)
     dequantize = schema.OperatorCodeT()
     dequantize.builtinCode = dequantize.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
     dequantize.version = 4  # the DEQUANTIZE version that reads per-channel int8
@@ -129,7 +140,7 @@ def dequantized_weights(model: bytes) -> bytes:
                     op.builtinOptions.asymmetricQuantizeInputs = False  # a hybrid-kernel option, now moot
             operators.append(op)
         graph.operators = operators
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+    return write_graph(tree)
 
 
 def _interpreter(model: bytes, threads: int) -> Interpreter:
