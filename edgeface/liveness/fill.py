@@ -240,12 +240,13 @@ def content_crop(
     fill, if that is at most MAX_FACE_FILL; otherwise None (the models would be judging padding).
     """
     box = crop_box(width, height, bbox, scale)
-    if fill.crop_share(box) <= MAX_CROP_FILL:
+    share = fill.crop_share(box)
+    if share <= MAX_CROP_FILL:
         return box
     # The face box, clipped to the image: every crop tried contains it.
     fx0, fy0 = max(bbox.x0, 0.0), max(bbox.y0, 0.0)
     fx1, fy1 = min(bbox.x1, width - 1.0), min(bbox.y1, height - 1.0)
-    best, best_share = box, fill.crop_share(box)
+    best, best_share = box, share
     s = min(scale, (height - 1) / max(bbox.height, 1.0), (width - 1) / max(bbox.width, 1.0))
     while s >= 1.0:
         x0, y0, x1, y1 = crop_box(width, height, bbox, s)

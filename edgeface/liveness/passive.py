@@ -139,8 +139,7 @@ class PassiveLiveness:
         Camera frames get no fill detection: a webcam's crushed blacks can be exactly 0, and the 4.0x
         model needs that dark context to see a phone's bezel. Stills go through ``check``.
         """
-        result = self.check(image_bgr, bbox, fill=None)
-        return result.score
+        return self.check(image_bgr, bbox, fill=None).score
 
     def check(self, image_bgr: ImageArray, bbox: BBox, *, fill: BorderFill | None) -> PassiveResult:
         """Live or not, with the fused score, or no verdict with the reason (``too_small``, ``too_close``).
