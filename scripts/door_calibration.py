@@ -59,11 +59,11 @@ class DoorCalibration:
 
 
 DOOR: dict[str, DoorCalibration] = {
-    "dlib_resnet_v1_int8": DoorCalibration(0.927, "9.17e-04", "0.9451", 0.910, "3.64", 0.010, flip=True),
+    "dlib_resnet_v1_int8": DoorCalibration(0.927, "9.24e-04", "0.9530", 0.910, "3.67", 0.010, flip=True),
     "dlib_resnet_v1_float32": DoorCalibration(0.927, "8.79e-04", "0.9212", 0.908, "5.63", 0.009, flip=False),
-    "sface_2021dec_int8": DoorCalibration(0.367, "9.97e-04", "0.9825", 0.301, "0.36", 0.112, flip=True),
+    "sface_2021dec_int8": DoorCalibration(0.368, "9.63e-04", "0.9907", 0.301, "0.40", 0.118, flip=True),
     "sface_2021dec_float32": DoorCalibration(0.363, "9.86e-04", "0.9828", 0.296, "0.26", 0.103, flip=False),
-    "fused_dlib_sface_int8": DoorCalibration(0.751, "9.80e-04", "0.9848", 0.721, "0.23", 0.036),
+    "fused_dlib_sface_int8": DoorCalibration(0.751, "9.88e-04", "0.9930", 0.721, "0.26", 0.036),
 }
 
 

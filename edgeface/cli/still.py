@@ -32,11 +32,11 @@ def register(sub: Any) -> None:
         p.set_defaults(handler=lambda args: _main(args, load_settings(args.config), run, formatter), handler_name=name)
         return p
 
-    p = verb("identify", "who is in these photos (every face, largest first)", _identify, _format_identify)
+    p = verb("identify", "who is in these photos (every face, the subject first)", _identify, _format_identify)
     p.add_argument("images", metavar="IMG", type=Path, nargs="+")
     p.add_argument("--top-k", type=int, default=None, help="candidates per face (default decision.top_k)")
     p.add_argument("--threshold", type=float, default=None, help="match threshold for this run")
-    p = verb("verify", "is the photo's largest face PERSON (or the face of a second photo)", _verify, _format_verify)
+    p = verb("verify", "is the photo's subject PERSON (or the subject of a second photo)", _verify, _format_verify)
     p.add_argument("images", metavar="IMG", type=Path, nargs="+", help="one photo with --person, else two")
     p.add_argument("--person", metavar="ID", help="person id to verify against")
     p = verb("detect", "face boxes, detector scores, landmarks and quality", _detect, _format_faces)

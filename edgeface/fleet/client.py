@@ -180,4 +180,3 @@ class FleetClient:
         person_id = self._topics.fleet_person_of(self._fleet_id, message.topic)
         if person_id is not None:
             self._on_record(person_id, bytes(message.payload))
-

@@ -15,6 +15,7 @@ from edgeface.errors import CommandError, ImageError
 from edgeface.liveness.fill import detect_fill
 from edgeface.liveness.passive import PassiveLiveness
 from edgeface.vision.imageio import ImageTooLargeError, decode_image
+from edgeface.vision.subject import by_subject
 
 Locate = Callable[[ImageArray], list[Face]]
 
@@ -27,14 +28,14 @@ class StillLiveness:
         self.passive = passive
 
     def judge(self, image: bytes, where: str) -> dict[str, Any]:
-        """``{"faces": [{"bbox", "live", "score", "reason"}, ...]}`` for one encoded image, largest face first."""
+        """``{"faces": [{"bbox", "live", "score", "reason"}, ...]}`` for one encoded image, its subject first."""
         try:
             bgr = decode_image(image)
         except ImageTooLargeError as exc:
             raise CommandError("too_large", f"{where}: {exc}") from exc
         except ImageError as exc:
             raise CommandError("bad_request", f"{where}: {exc}") from exc
-        faces = sorted(self._locate(bgr), key=lambda f: -f.detection.bbox.width * f.detection.bbox.height)
+        faces = by_subject(self._locate(bgr), bgr.shape, lambda f: f.detection.bbox)
         out = []
         fill = detect_fill(bgr) if faces else None  # a still's padding is not the scene: crops avoid it
         for face in faces:

@@ -58,7 +58,7 @@ class AnalyzedFaceLike(Protocol):
 
 
 class Analyzer(Protocol):
-    """``edgeface.vision.analyzer.FaceAnalyzer``: faces of an image, largest first."""
+    """``edgeface.vision.analyzer.FaceAnalyzer``: faces of an image, its subject first."""
 
     def analyze(self, image_bgr: ImageArray) -> Sequence[AnalyzedFaceLike]: ...
 

@@ -112,7 +112,7 @@ class DeviceContext(Protocol):
         ...
 
     def verify(self, image: bytes, person_id: str | None, image_b: bytes | None) -> dict[str, Any]:
-        """Whether the photo's largest face is ``person_id`` (or the largest face of ``image_b``)."""
+        """Whether the photo's subject is ``person_id`` (or the subject of ``image_b``)."""
         ...
 
     def detect(self, image: bytes) -> dict[str, Any]:

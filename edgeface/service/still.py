@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeface.config import DecisionConfig, Settings
-from edgeface.data import BBox, Candidate, Face, ImageArray, Match
+from edgeface.data import BBox, Candidate, ImageArray, Match
 from edgeface.errors import CommandError, ImageError
 from edgeface.liveness.fill import BorderFill, detect_fill
 from edgeface.liveness.policy import uses_passive
@@ -33,9 +33,10 @@ from edgeface.matching.unknowns import UnknownSpool
 from edgeface.pipeline.rules import Thresholds, classify, gate
 from edgeface.service.pacing import Pacer
 from edgeface.service.still_json import Clock, candidate_json, keypoints, quality_json
-from edgeface.vision.analyzer import AlignedFace, FaceAnalyzer
+from edgeface.vision.analyzer import AlignedFace, FaceAnalyzer, subject_first
 from edgeface.vision.emotion import EmotionClassifier
 from edgeface.vision.imageio import ImageTooLargeError, decode_image
+from edgeface.vision.subject import by_subject
 
 # Largest number of candidates a request may ask for; more says nothing a door controller can use.
 MAX_TOP_K = 50
@@ -76,10 +77,6 @@ def event_attributes(classifier: EmotionClassifier | None) -> Callable[[ImageArr
         return classifier.classify(image, [bbox])[0].probabilities
 
     return emotion
-
-
-def _area(face: Face) -> float:
-    return face.detection.bbox.width * face.detection.bbox.height
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +157,7 @@ class StillImages:
         threshold: float | None = None,
         remember: bool = False,
     ) -> dict[str, Any]:
-        """Every face, largest first, with its status under the pipeline's rules and its top matches."""
+        """Every face, the photo's subject first, with its status under the pipeline's rules and its top matches."""
         return self._paced(lambda: self._identify(image, top_k=top_k, threshold=threshold, remember=remember))
 
     def verify(
@@ -171,11 +168,11 @@ class StillImages:
         other: bytes | ImageArray | None = None,
         threshold: float | None = None,
     ) -> dict[str, Any]:
-        """Whether the largest face of ``image`` is ``person_id`` (or the largest face of ``other``)."""
+        """Whether the subject of ``image`` (``vision.subject``) is ``person_id`` (or the subject of ``other``)."""
         return self._paced(lambda: self._verify(image, person_id=person_id, other=other, threshold=threshold))
 
     def detect(self, image: bytes | ImageArray) -> dict[str, Any]:
-        """Every detected face, largest first: box, detector score, five landmarks and quality; no embedding."""
+        """Every detected face, the subject first: box, detector score, five landmarks and quality; no embedding."""
         return self._paced(lambda: self._detect(image))
 
     def analyze(self, image: bytes | ImageArray) -> dict[str, Any]:
@@ -283,7 +280,7 @@ class StillImages:
         clock = Clock()
         bgr = self._decode(image, "image", clock)
         with clock.stage("detect"):
-            found = sorted(self.analyzer.locate(bgr), key=lambda f: -_area(f))
+            found = by_subject(self.analyzer.locate(bgr), bgr.shape, lambda f: f.detection.bbox)
         self._require_faces(found, "image", clock)
         with clock.stage("align"):
             aligned = {id(a.face): a for a in self.analyzer.align(bgr, found)}
@@ -306,7 +303,7 @@ class StillImages:
         with clock.stage("detect"):
             found = self.analyzer.locate(bgr)
         with clock.stage("align"):
-            aligned = sorted(self.analyzer.align(bgr, found), key=lambda a: -_area(a.face))
+            aligned = subject_first(bgr, self.analyzer.align(bgr, found))
         self._require_faces(aligned, "image", clock)
         fill = self._fill(bgr, clock)
         faces = [self._face_json(bgr, a, clock, fill, emotion=True) for a in aligned]
@@ -345,11 +342,11 @@ class StillImages:
             raise CommandError("no_face", f"{where}: no face found", extra)
 
     def _describe(self, bgr: ImageArray, clock: Clock, where: str) -> list[Described]:
-        """Aligned and embedded faces, largest first; ``no_face`` when there is none."""
+        """Aligned and embedded faces, the subject first; ``no_face`` when there is none."""
         with clock.stage("detect"):
             found = self.analyzer.locate(bgr)
         with clock.stage("align"):
-            aligned = sorted(self.analyzer.align(bgr, found), key=lambda a: -_area(a.face))
+            aligned = subject_first(bgr, self.analyzer.align(bgr, found))
         self._require_faces(aligned, where, clock)
         with clock.stage("embed"):
             embeddings = self.analyzer.embed(aligned)

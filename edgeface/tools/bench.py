@@ -78,12 +78,12 @@ class BenchOptions:
 
 
 def _enrol(db: FaceDatabase, analyzer: FaceAnalyzer, gallery: Path | None) -> dict[str, int]:
-    """Add each gallery person with the largest face of each photo; photos used per person."""
+    """Add each gallery person with the subject of each photo; photos used per person."""
     enrolled: dict[str, int] = {}
     for name, paths in (person_folders(gallery) if gallery is not None else {}).items():
         vectors: list[FloatArray] = []
         for path in paths:
-            faces = analyzer.analyze(load_image(path))  # largest first
+            faces = analyzer.analyze(load_image(path))  # the subject first
             if faces:
                 vectors.append(faces[0].embedding.vector)
         if vectors:

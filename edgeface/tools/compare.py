@@ -30,7 +30,7 @@ from edgeface.pipeline.rules import gate
 from edgeface.pipeline.tracker import iou_matrix
 from edgeface.sources.base import open_source
 from edgeface.tools.dataset import person_folders
-from edgeface.tools.encoders import EdgefaceEncoder, EncodedFace, FaceEncoder, ReferenceEncoder, largest, score_matrix
+from edgeface.tools.encoders import EdgefaceEncoder, EncodedFace, FaceEncoder, ReferenceEncoder, score_matrix, subject
 from edgeface.tools.progress import Progress
 from edgeface.vision.imageio import load_image
 
@@ -80,14 +80,14 @@ class Gallery:
 
 
 def build_gallery(encoder: FaceEncoder, folder: Path | None) -> Gallery:
-    """Encode the largest face of every photo of a folder-per-person set (empty without a folder)."""
+    """Encode the subject of every photo of a folder-per-person set (empty without a folder)."""
     names: list[str] = []
     vectors: list[FloatArray] = []
     photos = 0
     for name, paths in (person_folders(folder) if folder is not None else {}).items():
         for path in paths:
             photos += 1
-            face = largest(encoder.encode(load_image(path)))
+            face = subject(encoder.encode(load_image(path)))
             # As enrollment: a face FaceMesh rejected is no reference sample.
             if face is not None and face.vector is not None and face.aligned_by != "keypoints":
                 names.append(name)

@@ -20,8 +20,10 @@ from edgeface.config import VisionConfig
 from edgeface.data import AlignedBy, BBox, FloatArray, ImageArray, Quality
 from edgeface.errors import ModelError
 from edgeface.tools import embcache, metrics, reference
+from edgeface.vision import subject as subject_module
 from edgeface.vision.manifest import FusedSpec, Manifest, ModelSpec, load_manifest
 from edgeface.vision.quality import face_size
+from edgeface.vision.subject import by_subject
 
 Metric = Literal["cosine", "neg_euclidean"]
 REFERENCE = reference.REFERENCE_ID
@@ -57,7 +59,9 @@ class FaceEncoder(Protocol):
         """Changes whenever the vectors it produces could: models, settings, code (see ``embcache``)."""
         ...
 
-    def encode(self, image: ImageArray) -> list[EncodedFace]: ...
+    def encode(self, image: ImageArray) -> list[EncodedFace]:
+        """Every face of ``image``, the photo's subject first (``edgeface.vision.subject``)."""
+        ...
 
 
 def score_matrix(metric: Metric, a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> metrics.F64:
@@ -116,7 +120,7 @@ class EdgefaceEncoder:
                 out.append(EncodedFace(f.detection.bbox, e.vector, a.quality.aligned_by, a.quality))
             else:
                 out.append(EncodedFace(f.detection.bbox, None))
-        return out
+        return subject_first(out, image)
 
 
 class SmallFaceEncoder:
@@ -163,11 +167,15 @@ class ReferenceEncoder:
     def __init__(self) -> None:
         self.pipeline = reference.ReferencePipeline()
         self.fingerprint = embcache.fingerprint(
-            {"dlib": reference.dlib_version(), "code": embcache.source_digest(Path(reference.__file__))}
+            {
+                "dlib": reference.dlib_version(),
+                # the subject rule picks which face's vector is cached
+                "code": embcache.source_digest(Path(reference.__file__), Path(__file__), Path(subject_module.__file__)),
+            }
         )
 
     def encode(self, image: ImageArray) -> list[EncodedFace]:
-        return [EncodedFace(f.bbox, f.descriptor) for f in self.pipeline.analyze(image)]
+        return subject_first([EncodedFace(f.bbox, f.descriptor) for f in self.pipeline.analyze(image)], image)
 
 
 def embedder_ids(models_dir: Path) -> list[str]:
@@ -215,7 +223,17 @@ def create_encoders(vision: VisionConfig, model_ids: Sequence[str], *, face_px: 
     return encoders
 
 
-def largest(faces: Sequence[EncodedFace]) -> EncodedFace | None:
-    """The subject of a portrait, as enrollment picks it: the largest described face, landmark-aligned first."""
+def subject_first(faces: Sequence[EncodedFace], image: ImageArray) -> list[EncodedFace]:
+    """``faces`` of ``image`` in the order still-image requests rank them: the photo's subject first.
+
+    Only described faces can be the subject; landmark-aligned ones (and the reference's, which has
+    no fallback) before keypoint-aligned ones.
+    """
     described = [f for f in faces if f.vector is not None]
-    return max(described, key=lambda f: (f.aligned_by != "keypoints", f.bbox.width * f.bbox.height), default=None)
+    first = by_subject(described, image.shape, lambda f: f.bbox, lambda f: f.aligned_by != "keypoints")
+    return first + [f for f in faces if f.vector is None]
+
+
+def subject(faces: Sequence[EncodedFace]) -> EncodedFace | None:
+    """The subject of a photo, as ``verify`` picks it: the first described face of ``encode``'s answer."""
+    return next((f for f in faces if f.vector is not None), None)

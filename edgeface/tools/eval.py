@@ -1,10 +1,10 @@
 """``edgeface eval``: verification and identification accuracy of each encoder on a labelled set.
 
-Every image is encoded once per model and its largest face kept. A pair with a face missing on
-either side is scored ``-inf`` (see ``metrics``): detection failures count against the model, and
-every model is judged on the same pairs. A folder-per-person set is verified on all its image pairs
-and also identified: the first photo of each person is the gallery (persons with one photo are
-distractors), the others are probes.
+Every image is encoded once per model and its subject kept (``vision.subject``: the face ``verify``
+takes). A pair with a face missing on either side is scored ``-inf`` (see ``metrics``):
+detection failures count against the model, and every model is judged on the same pairs. A
+folder-per-person set is verified on all its image pairs and also identified: the first photo of
+each person is the gallery (persons with one photo are distractors), the others are probes.
 
 A pairs set with a ``fold`` column is also scored by the k-fold protocol (``metrics.kfold_accuracy``),
 and every ``--target-far`` gets its threshold (``metrics.threshold_at_far``).
@@ -28,7 +28,7 @@ from edgeface.tools import metrics
 from edgeface.tools.calibrate import Calibration, calibrate, format_calibration
 from edgeface.tools.dataset import PairSet, PersonSet
 from edgeface.tools.embcache import CachedImage, EmbeddingCache
-from edgeface.tools.encoders import FaceEncoder, largest, score_matrix
+from edgeface.tools.encoders import FaceEncoder, score_matrix, subject
 from edgeface.tools.progress import Progress
 
 TARGET_FARS = (1e-2, 1e-3, 1e-4)
@@ -121,7 +121,7 @@ def _encode_one(encoder: FaceEncoder, path: Path) -> CachedImage:
     start = time.perf_counter()
     faces = encoder.encode(image)
     spent = time.perf_counter() - start
-    best = largest(faces)
+    best = subject(faces)
     return CachedImage(
         None if best is None else best.vector, len(faces), sum(f.vector is not None for f in faces), spent, None
     )

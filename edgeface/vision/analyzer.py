@@ -27,6 +27,7 @@ from edgeface.vision.fused import AnyEmbedder, create_embedder
 from edgeface.vision.imageio import ensure_bgr
 from edgeface.vision.landmarks import Landmarker
 from edgeface.vision.quality import measure
+from edgeface.vision.subject import by_subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +84,11 @@ def _same_models(a: VisionConfig, b: VisionConfig) -> bool:
     return same and a.backend == "litert"  # Mediapipe's own graphs are not locked
 
 
-def _rank(aligned: AlignedFace) -> tuple[bool, float]:
-    """Sort key, best subject first: landmark-aligned faces before keypoint-aligned ones, then larger."""
-    box = aligned.face.detection.bbox
-    return aligned.quality.aligned_by != "landmarks", -box.width * box.height
+def subject_first(image_bgr: ImageArray, aligned: Sequence[AlignedFace]) -> list[AlignedFace]:
+    """Aligned faces of a still image, its subject first (``vision.subject``; landmark-aligned preferred)."""
+    return by_subject(
+        aligned, image_bgr.shape, lambda a: a.face.detection.bbox, lambda a: a.quality.aligned_by == "landmarks"
+    )
 
 
 class FaceAnalyzer:
@@ -198,8 +200,9 @@ class FaceAnalyzer:
         return [Embedding(v, model_id, a.quality) for v, a in zip(vectors, aligned, strict=True)]
 
     def analyze(self, image_bgr: ImageArray) -> list[AnalyzedFace]:
-        """Every aligned face of a still image with chip and embedding: landmark-aligned first, then by size."""
-        aligned = sorted(self.align(image_bgr, self.locate(image_bgr)), key=_rank)
+        """Every aligned face of a still image with chip and embedding: the photo's subject first (``subject``),
+        then landmark-aligned before keypoint-aligned faces, larger first."""
+        aligned = subject_first(image_bgr, self.align(image_bgr, self.locate(image_bgr)))
         return [AnalyzedFace(a.face, a.chip, e) for a, e in zip(aligned, self.embed(aligned), strict=True)]
 
     def close(self) -> None:

@@ -23,10 +23,12 @@ import pytest
 
 from edgeface.cli import main
 from edgeface.config import DatabaseConfig, VisionConfig, load_settings
+from edgeface.data import BBox
 from edgeface.matching.db import FaceDatabase
 from edgeface.matching.enroll import Enroller, EnrollmentGate
 from edgeface.service.daemon import Daemon
 from edgeface.vision.analyzer import FaceAnalyzer
+from edgeface.vision.subject import subject_order
 from tests.conftest import Broker, MqttProbe
 
 pytestmark = pytest.mark.slow
@@ -150,8 +152,12 @@ def test_detect_counts_the_faces_of_group_photos(cmd: Commander, shared_data: Pa
     group = shared_data / "dev" / "_unlabelled"
     reply = cmd("detect", {"image": _photo(group / "dlib_2008_004176.jpg")})  # seven people in a shop
     assert reply["ok"] is True and reply["faces"] == 7
-    areas = [f["bbox"][2] * f["bbox"][3] for f in reply["results"]]
-    assert areas == sorted(areas, reverse=True)
+    # The photo's subject first (the prominent face nearest the centre), then the others larger first.
+    image = cv2.imread(str(group / "dlib_2008_004176.jpg"))
+    boxes = [BBox(x, y, x + w, y + h) for x, y, w, h in (f["bbox"] for f in reply["results"])]
+    assert subject_order(boxes, image.shape[:2], [True] * 7)[0] == 0
+    areas = [b.width * b.height for b in boxes]
+    assert areas[1:] == sorted(areas[1:], reverse=True) and areas[0] >= 0.5 * max(areas)
     face = reply["results"][0]
     assert set(face["landmarks"]) == {"right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose"}
     assert 0 < face["score"] <= 1 and "embedding" not in face

@@ -167,7 +167,7 @@ def dev_images(shared_data: Path, dev_pairs: list[tuple[str, str, bool]]) -> dic
 
 
 def _largest(faces: list[AnalyzedFace]) -> np.ndarray | None:
-    # The subject of a portrait: analyze() already orders faces largest first.
+    # The subject of a portrait: analyze() orders it first (vision.subject).
     return faces[0].embedding.vector if faces else None
 
 
