@@ -60,9 +60,9 @@ class DoorCalibration:
 
 DOOR: dict[str, DoorCalibration] = {
     "dlib_resnet_v1_int8": DoorCalibration(0.927, "9.24e-04", "0.9530", 0.910, "3.67", 0.010, flip=True),
-    "dlib_resnet_v1_float32": DoorCalibration(0.927, "8.79e-04", "0.9212", 0.908, "5.63", 0.009, flip=False),
+    "dlib_resnet_v1_float32": DoorCalibration(0.927, "8.82e-04", "0.9285", 0.908, "5.66", 0.009, flip=False),
     "sface_2021dec_int8": DoorCalibration(0.368, "9.63e-04", "0.9907", 0.301, "0.40", 0.118, flip=True),
-    "sface_2021dec_float32": DoorCalibration(0.363, "9.86e-04", "0.9828", 0.296, "0.26", 0.103, flip=False),
+    "sface_2021dec_float32": DoorCalibration(0.363, "9.91e-04", "0.9911", 0.297, "0.26", 0.106, flip=False),
     "fused_dlib_sface_int8": DoorCalibration(0.751, "9.88e-04", "0.9930", 0.721, "0.26", 0.036),
 }
 
