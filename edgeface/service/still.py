@@ -33,7 +33,7 @@ from edgeface.matching.unknowns import UnknownSpool
 from edgeface.pipeline.rules import Thresholds, classify, gate
 from edgeface.service.pacing import Pacer
 from edgeface.service.still_json import Clock, candidate_json, keypoints, quality_json
-from edgeface.vision.analyzer import AlignedFace, FaceAnalyzer, subject_first
+from edgeface.vision.analyzer import AlignedFace, FaceAnalyzer, order_aligned
 from edgeface.vision.emotion import EmotionClassifier
 from edgeface.vision.imageio import ImageTooLargeError, decode_image
 from edgeface.vision.subject import by_subject
@@ -303,7 +303,7 @@ class StillImages:
         with clock.stage("detect"):
             found = self.analyzer.locate(bgr)
         with clock.stage("align"):
-            aligned = subject_first(bgr, self.analyzer.align(bgr, found))
+            aligned = order_aligned(self.analyzer.align(bgr, found), bgr)
         self._require_faces(aligned, "image", clock)
         fill = self._fill(bgr, clock)
         faces = [self._face_json(bgr, a, clock, fill, emotion=True) for a in aligned]
@@ -346,7 +346,7 @@ class StillImages:
         with clock.stage("detect"):
             found = self.analyzer.locate(bgr)
         with clock.stage("align"):
-            aligned = subject_first(bgr, self.analyzer.align(bgr, found))
+            aligned = order_aligned(self.analyzer.align(bgr, found), bgr)
         self._require_faces(aligned, where, clock)
         with clock.stage("embed"):
             embeddings = self.analyzer.embed(aligned)

@@ -120,7 +120,7 @@ class EdgefaceEncoder:
                 out.append(EncodedFace(f.detection.bbox, e.vector, a.quality.aligned_by, a.quality))
             else:
                 out.append(EncodedFace(f.detection.bbox, None))
-        return subject_first(out, image)
+        return order_encoded(out, image)
 
 
 class SmallFaceEncoder:
@@ -175,7 +175,7 @@ class ReferenceEncoder:
         )
 
     def encode(self, image: ImageArray) -> list[EncodedFace]:
-        return subject_first([EncodedFace(f.bbox, f.descriptor) for f in self.pipeline.analyze(image)], image)
+        return order_encoded([EncodedFace(f.bbox, f.descriptor) for f in self.pipeline.analyze(image)], image)
 
 
 def embedder_ids(models_dir: Path) -> list[str]:
@@ -223,7 +223,7 @@ def create_encoders(vision: VisionConfig, model_ids: Sequence[str], *, face_px: 
     return encoders
 
 
-def subject_first(faces: Sequence[EncodedFace], image: ImageArray) -> list[EncodedFace]:
+def order_encoded(faces: Sequence[EncodedFace], image: ImageArray) -> list[EncodedFace]:
     """``faces`` of ``image`` in the order still-image requests rank them: the photo's subject first.
 
     Only described faces can be the subject; landmark-aligned ones (and the reference's, which has

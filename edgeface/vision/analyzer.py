@@ -84,7 +84,7 @@ def _same_models(a: VisionConfig, b: VisionConfig) -> bool:
     return same and a.backend == "litert"  # Mediapipe's own graphs are not locked
 
 
-def subject_first(image_bgr: ImageArray, aligned: Sequence[AlignedFace]) -> list[AlignedFace]:
+def order_aligned(aligned: Sequence[AlignedFace], image_bgr: ImageArray) -> list[AlignedFace]:
     """Aligned faces of a still image, its subject first (``vision.subject``; landmark-aligned preferred)."""
     return by_subject(
         aligned, image_bgr.shape, lambda a: a.face.detection.bbox, lambda a: a.quality.aligned_by == "landmarks"
@@ -202,7 +202,7 @@ class FaceAnalyzer:
     def analyze(self, image_bgr: ImageArray) -> list[AnalyzedFace]:
         """Every aligned face of a still image with chip and embedding: the photo's subject first (``subject``),
         then landmark-aligned before keypoint-aligned faces, larger first."""
-        aligned = subject_first(image_bgr, self.align(image_bgr, self.locate(image_bgr)))
+        aligned = order_aligned(self.align(image_bgr, self.locate(image_bgr)), image_bgr)
         return [AnalyzedFace(a.face, a.chip, e) for a, e in zip(aligned, self.embed(aligned), strict=True)]
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeface.data import BBox
-from edgeface.tools.encoders import EncodedFace, subject, subject_first
+from edgeface.tools.encoders import EncodedFace, order_encoded, subject
 from edgeface.vision.analyzer import FaceAnalyzer
 from edgeface.vision.subject import subject_order
 
@@ -54,7 +54,7 @@ def test_undescribed_faces_come_last_and_are_never_the_subject() -> None:
     vector = np.ones(4, dtype=np.float32)
     centred = EncodedFace(_box(125, 125, 100), None)
     aside = EncodedFace(_box(50, 50, 90), vector, "landmarks")
-    ordered = subject_first([centred, aside], image)
+    ordered = order_encoded([centred, aside], image)
     assert ordered == [aside, centred]
     assert subject(ordered) is aside
     assert subject([centred]) is None
