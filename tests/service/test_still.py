@@ -105,3 +105,19 @@ def test_a_matched_face_judged_not_live_is_liveness_failed(
     reporting = StillImages(analyzer, db, config, th, liveness=passive, liveness_decides=False)
     face = reporting.identify((spoof / "fake" / "silentface_image_F1.jpg").read_bytes(), threshold=0.3)["results"][0]
     assert (face["reason"], face["liveness"]["live"]) == ("matched", False)  # reported, not deciding
+
+
+def test_verify_compares_the_photos_subjects_not_a_larger_bystander(
+    analyzer: FaceAnalyzer, db: FaceDatabase, shared_data: Path
+) -> None:
+    # Both photos show Kosuke Kitajima in the middle; the first also shows a larger face cut off by its edge.
+    images = shared_data / "lfw" / "images" / "Kosuke_Kitajima"
+    photo, other = (
+        (images / "Kosuke_Kitajima_0002.jpg").read_bytes(),
+        (images / "Kosuke_Kitajima_0001.jpg").read_bytes(),
+    )
+    reply = _still(analyzer, db).verify(photo, other=other)
+    assert reply["same"] is True, reply
+    box = reply["bbox"]
+    assert abs(box[0] + box[2] / 2 - 125) < 40 and abs(box[1] + box[3] / 2 - 125) < 40
+    assert _still(analyzer, db).detect(photo)["results"][0]["bbox"] == box
