@@ -33,9 +33,18 @@ def _madvise() -> tuple[Any, int] | None:
     return madvise, advice
 
 
-def can_drop_pages() -> bool:
-    """Whether ``drop_pages`` can work here (Linux with madvise)."""
-    return _madvise() is not None
+def own_mappings(name: str) -> str | None:
+    """The text of ``/proc/self/<name>`` (``maps`` or ``smaps``) where ``drop_pages`` can work; else None.
+
+    None off Linux, without madvise, or when the file cannot be read: there is nothing to release then.
+    """
+    if _madvise() is None:
+        return None
+    try:
+        with open(f"/proc/self/{name}", encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def drop_pages(start: int, end: int, what: str) -> bool:

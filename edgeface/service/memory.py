@@ -41,7 +41,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edgeface.pages import can_drop_pages, drop_pages
+from edgeface.pages import drop_pages, own_mappings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -139,15 +139,11 @@ def release_startup_pages() -> int:
     meanwhile held something else would discard that. Where the daemon and ``bench`` call it, the
     threads already running are the MQTT client's, the broker's and the idle command worker's.
     """
-    if not can_drop_pages():
-        return 0
-    try:
-        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
+    smaps = own_mappings("smaps")
+    if smaps is None:
         return 0
     released = 0
-    for mapping in _mappings(text):
+    for mapping in _mappings(smaps):
         if mapping.clean_file_pages and drop_pages(mapping.start, mapping.end, mapping.path):
             released += mapping.counters["Rss"]
     _LOGGER.debug("released %d kB of clean file-backed pages", released)

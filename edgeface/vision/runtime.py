@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeface.errors import ModelError
-from edgeface.pages import can_drop_pages, drop_pages
+from edgeface.pages import drop_pages, own_mappings
 from edgeface.vision.manifest import ModelSpec, model_path
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,18 +37,14 @@ def release_file_pages(path: Path) -> int:
     pages would discard them. Returns 0 where there is no ``/proc/self/maps`` or no madvise
     (not Linux), and when the runtime read the file into its own heap instead of mapping it.
     """
-    if not can_drop_pages():
-        return 0
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
-    except OSError:
+    maps = own_mappings("maps")
+    if maps is None:
         return 0
     target = os.path.realpath(path)
     advised = 0
-    for line in lines:
+    for line in maps.splitlines():
         # address perms offset dev inode pathname; the pathname may itself hold spaces.
-        fields = line.rstrip("\n").split(maxsplit=5)
+        fields = line.split(maxsplit=5)
         if len(fields) < 6 or fields[5] != target or "w" in fields[1]:
             continue
         start, end = (int(part, 16) for part in fields[0].split("-"))
